@@ -1,0 +1,106 @@
+//! The canonical catalog schema shared by every importer and every later stage.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::SourceLoc;
+
+/// One product (article) of the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// Unique id of this article.
+    pub id: String,
+    /// Same garment in another colour or print share a `group_id`.
+    pub group_id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub category: String,
+    #[serde(default)]
+    pub subcategory: String,
+    /// Structured fields, e.g. `colour`, `print`, `department`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Image paths (relative to the catalog folder, or absolute) or URLs.
+    #[serde(default)]
+    pub images: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where the item was read from; not part of the file format.
+    #[serde(skip)]
+    pub source: SourceLoc,
+}
+
+impl Item {
+    /// The text used for image-text tasks: `title + ". " + description`.
+    pub fn text(&self) -> String {
+        match (self.title.trim(), self.description.trim()) {
+            (t, "") => t.to_string(),
+            ("", d) => d.to_string(),
+            (t, d) => format!("{t}. {d}"),
+        }
+    }
+
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+/// Attribute keys with a fixed meaning across importers.
+pub mod attr {
+    /// Colour name, e.g. "dark blue".
+    pub const COLOUR: &str = "colour";
+    /// Print or graphical appearance, e.g. "stripe", "solid".
+    pub const PRINT: &str = "print";
+}
+
+/// A set of articles bought or worn together (an outfit signal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Basket {
+    pub id: String,
+    pub items: Vec<String>,
+}
+
+/// The fixed dataset split an item belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Val,
+    Test,
+}
+
+impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "train" => Ok(Split::Train),
+            "val" | "valid" | "validation" => Ok(Split::Val),
+            "test" => Ok(Split::Test),
+            other => Err(other.to_string()),
+        }
+    }
+}

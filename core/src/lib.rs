@@ -1,0 +1,16 @@
+//! vitrine's shared core: everything that both the native tools (trainer, index
+//! builder, CLI) and the WebAssembly engine need, with no libtorch dependency.
+//!
+//! - [`catalog`]: the canonical catalog schema, importers with row-level errors,
+//!   and image checks.
+//! - [`tasks`]: the training and evaluation datasets derived from a catalog and
+//!   its split (image-text pairs, labels, text-guided retrieval triplets, outfit
+//!   questions).
+//! - [`synth`]: a small deterministic generated catalog so that every test runs
+//!   without external data.
+//! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
+
+pub mod catalog;
+pub mod synth;
+pub mod tasks;
+pub mod text;
