@@ -10,6 +10,11 @@
 mod error;
 mod schema;
 
+pub mod fashiongen;
+pub mod fashioniq;
+pub mod mapped;
+pub mod polyvore;
+
 pub use error::{CatalogError, Result, RowError, RowProblem, SourceLoc};
 pub use schema::{attr, Basket, Item, Split};
 
