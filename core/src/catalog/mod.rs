@@ -10,7 +10,12 @@
 mod error;
 mod schema;
 
+pub mod canonical;
+mod csv_rows;
 pub mod fashiongen;
+pub mod hm;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod images;
 pub mod fashioniq;
 pub mod mapped;
 pub mod polyvore;
@@ -131,23 +136,59 @@ impl Catalog {
         self.index = self.items.iter().enumerate().map(|(i, it)| (it.id.clone(), i)).collect();
     }
 
-    /// Drops the items named in `bad` (skip mode) and records their errors, or
-    /// fails (strict mode).
-    pub(crate) fn reject(&mut self, bad: Vec<RowError>, bad_ids: HashSet<String>, policy: BadRowPolicy) -> Result<()> {
+    /// Applies the bad-row policy to problems found after import (e.g. by the
+    /// image check): strict fails listing them; skip drops the named items (and
+    /// their split entries and basket slots) and records the errors.
+    pub fn reject(&mut self, bad: Vec<(String, RowError)>, policy: BadRowPolicy) -> Result<()> {
         if bad.is_empty() {
             return Ok(());
         }
         if policy == BadRowPolicy::Strict {
-            let mut all = std::mem::take(&mut self.report.errors);
-            all.extend(bad);
-            return Err(strict_failure(all));
+            return Err(strict_failure(bad.into_iter().map(|(_, e)| e).collect()));
         }
-        self.items.retain(|it| !bad_ids.contains(&it.id));
-        self.splits.retain(|id, _| !bad_ids.contains(id));
-        self.report.errors.extend(bad);
+        let ids: HashSet<String> = bad.iter().map(|(id, _)| id.clone()).collect();
+        self.items.retain(|it| !ids.contains(&it.id));
+        self.splits.retain(|id, _| !ids.contains(id));
+        for basket in &mut self.baskets {
+            basket.items.retain(|id| !ids.contains(id));
+        }
+        self.report.errors.extend(bad.into_iter().map(|(_, e)| e));
         self.report.items_kept = self.items.len() as u64;
         self.reindex();
         Ok(())
+    }
+}
+
+/// The formats a catalog folder can be opened from without further options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectedFormat {
+    Canonical,
+    HmArticles,
+}
+
+/// Recognises the format of a catalog folder.
+pub fn detect_format(dir: &Path) -> Result<DetectedFormat> {
+    if canonical::detect(dir) {
+        Ok(DetectedFormat::Canonical)
+    } else if hm::detect(dir) {
+        Ok(DetectedFormat::HmArticles)
+    } else {
+        Err(CatalogError::NotACatalog {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "no `{}` (canonical catalog) or `{}` (H&M export) in it; import other formats with `vitrine catalog import --format …`",
+                canonical::ITEMS_FILE,
+                hm::ARTICLES_FILE
+            ),
+        })
+    }
+}
+
+/// Opens a catalog folder in any format [`detect_format`] recognises.
+pub fn open(dir: &Path, options: ImportOptions) -> Result<Catalog> {
+    match detect_format(dir)? {
+        DetectedFormat::Canonical => canonical::import_dir(dir, options),
+        DetectedFormat::HmArticles => hm::import_dir(dir, options),
     }
 }
 
@@ -264,38 +305,20 @@ impl CatalogBuilder {
             }
             self.catalog.splits.insert(id, split);
         }
-        let (bad, bad_ids) = unknown_categories(&self.catalog);
+        for mut basket in std::mem::take(&mut self.catalog.baskets) {
+            basket.items.retain(|id| !self.rejected_ids.contains(id));
+            match basket.items.iter().find(|id| self.catalog.index_of(id).is_none()) {
+                Some(unknown) => {
+                    let problem = RowProblem::UnknownId { id: unknown.clone() };
+                    self.bad_row(basket.source.clone(), problem);
+                }
+                None => self.catalog.baskets.push(basket),
+            }
+        }
         if self.options.policy == BadRowPolicy::Strict && !self.catalog.report.errors.is_empty() {
-            let mut all = std::mem::take(&mut self.catalog.report.errors);
-            all.extend(bad);
-            return Err(strict_failure(all));
+            return Err(strict_failure(std::mem::take(&mut self.catalog.report.errors)));
         }
         self.catalog.report.items_kept = self.catalog.items.len() as u64;
-        self.catalog.reject(bad, bad_ids, self.options.policy)?;
         Ok(self.catalog)
     }
-}
-
-/// Val/test items whose category never occurs in the train split: no
-/// classifier can be trained for them, so they are bad rows of the split.
-fn unknown_categories(catalog: &Catalog) -> (Vec<RowError>, HashSet<String>) {
-    if catalog.splits.is_empty() {
-        return (Vec::new(), HashSet::new());
-    }
-    let train: HashSet<&str> = catalog.items_in(Split::Train).map(|(_, it)| it.category.as_str()).collect();
-    let mut bad = Vec::new();
-    let mut ids = HashSet::new();
-    for item in &catalog.items {
-        match catalog.split_of(&item.id) {
-            Some(split @ (Split::Val | Split::Test)) if !train.contains(item.category.as_str()) => {
-                bad.push(RowError {
-                    loc: item.source.clone(),
-                    problem: RowProblem::UnknownCategory { field: "category".into(), value: item.category.clone(), split: split.to_string() },
-                });
-                ids.insert(item.id.clone());
-            }
-            _ => {}
-        }
-    }
-    (bad, ids)
 }

@@ -64,6 +64,9 @@ pub mod attr {
 pub struct Basket {
     pub id: String,
     pub items: Vec<String>,
+    /// Where the basket was read from; not part of the file format.
+    #[serde(skip)]
+    pub source: SourceLoc,
 }
 
 /// The fixed dataset split an item belongs to.
