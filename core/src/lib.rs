@@ -8,9 +8,12 @@
 //!   questions).
 //! - [`synth`]: a small deterministic generated catalog so that every test runs
 //!   without external data.
+//! - `summary`: the counts `vitrine catalog check` prints (native only).
 //! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
 
 pub mod catalog;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod summary;
 pub mod synth;
 pub mod tasks;
 pub mod text;

@@ -1,1 +1,238 @@
-//! Task datasets (filled below).
+//! The datasets of the pretext and downstream tasks, derived from a catalog and
+//! its split (DESIGN.md §2–3, and the fixed definitions in the H&M data README):
+//!
+//! - [`image_text_pairs`]: image vs `title. description` (ITC, ITM, MLM, XMR).
+//! - [`Labels`]: category / subcategory labels (CR / SCR); the label set is the
+//!   train split's, and val/test items with a label unseen in train are reported.
+//! - [`tgir_triplets`]: ordered (reference, target) pairs of one `group_id` that
+//!   differ in colour or print, with a generated modification text (TGIR).
+//! - [`outfit_questions`]: one basket item hidden, the rest plus the hidden
+//!   item's category as the query (OCIR).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::catalog::{attr, BadRowPolicy, Catalog, CatalogError, Item, RowError, RowProblem, Split};
+
+/// One image-text pair: an item's image and its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageTextPair {
+    pub item: usize,
+    pub image: String,
+    pub text: String,
+}
+
+/// Pairs of every image of every item of `split` with the item's text.
+pub fn image_text_pairs(catalog: &Catalog, split: Split) -> Vec<ImageTextPair> {
+    catalog
+        .items_in(split)
+        .flat_map(|(index, item)| {
+            let text = item.text();
+            item.images.iter().map(move |image| ImageTextPair { item: index, image: image.clone(), text: text.clone() })
+        })
+        .collect()
+}
+
+/// Category and subcategory labels for recognition (CR / SCR).
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// Label names, sorted; a label's index is its class id.
+    pub categories: Vec<String>,
+    pub subcategories: Vec<String>,
+    /// (item index, class id) per split; items with an unseen label are left out
+    /// of that task and listed in `unseen`.
+    pub category: BTreeMap<Split, Vec<(usize, usize)>>,
+    pub subcategory: BTreeMap<Split, Vec<(usize, usize)>>,
+    /// Val/test items whose label never occurs in the train split.
+    pub unseen: Vec<RowError>,
+}
+
+impl Labels {
+    /// Builds the label sets from the train split. Under the strict policy an
+    /// unseen val/test label is an error naming the item's file and line; under
+    /// skip the item is left out of that task and reported in `unseen`.
+    pub fn from_catalog(catalog: &Catalog, policy: BadRowPolicy) -> Result<Labels, CatalogError> {
+        let train: Vec<&Item> = catalog.items_in(Split::Train).map(|(_, it)| it).collect();
+        let vocabulary = |field: fn(&Item) -> &str| -> Vec<String> {
+            train.iter().map(|it| field(it)).filter(|v| !v.is_empty()).collect::<BTreeSet<_>>().into_iter().map(str::to_string).collect()
+        };
+        let fields: [(&str, fn(&Item) -> &str); 2] = [("category", |it| &it.category), ("subcategory", |it| &it.subcategory)];
+        let mut labels = Labels { categories: vocabulary(fields[0].1), subcategories: vocabulary(fields[1].1), ..Default::default() };
+        for (name, field) in fields {
+            let names = if name == "category" { &labels.categories } else { &labels.subcategories };
+            let class: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+            let mut per_split: BTreeMap<Split, Vec<(usize, usize)>> = BTreeMap::new();
+            let mut unseen = Vec::new();
+            for (index, item) in catalog.items.iter().enumerate() {
+                let Some(split) = catalog.split_of(&item.id) else { continue };
+                match class.get(field(item)) {
+                    Some(&label) => per_split.entry(split).or_default().push((index, label)),
+                    None => unseen.push(RowError {
+                        loc: item.source.clone(),
+                        problem: RowProblem::UnknownCategory { field: name.into(), value: field(item).to_string(), split: split.to_string() },
+                    }),
+                }
+            }
+            if name == "category" {
+                labels.category = per_split;
+            } else {
+                labels.subcategory = per_split;
+            }
+            labels.unseen.extend(unseen);
+        }
+        if policy == BadRowPolicy::Strict && !labels.unseen.is_empty() {
+            let count = labels.unseen.len();
+            return Err(CatalogError::BadRows { count, first: labels.unseen.into_iter().take(20).collect() });
+        }
+        Ok(labels)
+    }
+}
+
+/// A text-guided retrieval example: the reference item, the wanted target item
+/// and the text that describes the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TgirTriplet {
+    pub reference: usize,
+    pub target: usize,
+    pub modification: String,
+    pub split: Split,
+}
+
+/// Ordered pairs of different items of one `group_id` and one split whose
+/// colour or print differ, each with a modification text generated from the
+/// attribute difference (the phrasing varies deterministically per pair).
+pub fn tgir_triplets(catalog: &Catalog) -> Vec<TgirTriplet> {
+    let mut groups: BTreeMap<(&str, Split), Vec<usize>> = BTreeMap::new();
+    for (index, item) in catalog.items.iter().enumerate() {
+        if let Some(split) = catalog.split_of(&item.id) {
+            groups.entry((item.group_id.as_str(), split)).or_default().push(index);
+        }
+    }
+    let mut triplets = Vec::new();
+    for ((_, split), members) in groups {
+        for &reference in &members {
+            for &target in &members {
+                if reference == target {
+                    continue;
+                }
+                let (r, t) = (&catalog.items[reference], &catalog.items[target]);
+                if let Some(modification) = modification_text(r, t) {
+                    triplets.push(TgirTriplet { reference, target, modification, split });
+                }
+            }
+        }
+    }
+    triplets
+}
+
+/// Describes how `target` differs from `reference` in colour and print, or
+/// `None` when neither differs.
+pub fn modification_text(reference: &Item, target: &Item) -> Option<String> {
+    let colour = |it: &Item| it.attribute(attr::COLOUR).map(colour_phrase);
+    let print = |it: &Item| it.attribute(attr::PRINT).map(print_adjective);
+    let (rc, tc) = (colour(reference), colour(target));
+    let (rp, tp) = (print(reference), print(target));
+    let colour_change = (reference.attribute(attr::COLOUR) != target.attribute(attr::COLOUR)).then_some(());
+    let print_change = (reference.attribute(attr::PRINT) != target.attribute(attr::PRINT)).then_some(());
+    let variant = phrasing_seed(&reference.id, &target.id);
+    let text = match (colour_change.and(tc), print_change.and(tp)) {
+        (Some(tc), None) => {
+            let rc = rc.unwrap_or_else(|| "the current colour".into());
+            let options = [
+                format!("in {tc} instead of {rc}"),
+                format!("the {tc} one"),
+                format!("same but {tc}"),
+                format!("change the colour to {tc}"),
+                format!("{tc} rather than {rc}"),
+            ];
+            options[variant % options.len()].clone()
+        }
+        (None, Some(tp)) => {
+            let rp = rp.unwrap_or_else(|| "plain".into());
+            let options = [
+                format!("the {tp} version"),
+                format!("{tp} instead of {rp}"),
+                format!("make it {tp}"),
+                format!("same but {tp}"),
+            ];
+            options[variant % options.len()].clone()
+        }
+        (Some(tc), Some(tp)) => {
+            let options = [format!("the {tp} {tc} version"), format!("{tc} and {tp} instead"), format!("make it {tp} and {tc}")];
+            options[variant % options.len()].clone()
+        }
+        (None, None) => return None,
+    };
+    Some(text)
+}
+
+/// A stable per-pair number used to pick a phrasing (FNV-1a over both ids).
+fn phrasing_seed(a: &str, b: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([0]).chain(b.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as usize
+}
+
+/// "Dark Blue" → "dark blue"; "Other Pink" → "pink".
+fn colour_phrase(colour: &str) -> String {
+    let lower = colour.trim().to_lowercase();
+    lower.strip_prefix("other ").map(str::to_string).unwrap_or(lower)
+}
+
+/// Print or appearance names as the adjective a shopper would type.
+fn print_adjective(print: &str) -> String {
+    let lower = print.trim().to_lowercase();
+    let adjective = match lower.as_str() {
+        "solid" => "plain",
+        "stripe" => "striped",
+        "check" => "checked",
+        "dot" => "dotted",
+        "all over pattern" => "patterned",
+        "placement print" | "front print" => "printed",
+        "embroidery" => "embroidered",
+        "glittering/metallic" => "metallic",
+        "lace" => "lacy",
+        "sequin" => "sequined",
+        "other pattern" | "other structure" => "textured",
+        _ => return lower,
+    };
+    adjective.to_string()
+}
+
+/// An outfit question: the items of a basket but one, and the category of the
+/// hidden one, which is the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutfitQuestion {
+    pub basket: usize,
+    pub context: Vec<usize>,
+    pub answer: usize,
+    pub category: String,
+    pub split: Split,
+}
+
+/// One question per (basket, hidden item). The question belongs to the hidden
+/// item's split; context items may come from any split (they are inputs, never
+/// answers), so training never hides a val/test item.
+pub fn outfit_questions(catalog: &Catalog) -> Vec<OutfitQuestion> {
+    let mut questions = Vec::new();
+    for (basket_index, basket) in catalog.baskets.iter().enumerate() {
+        let members: Vec<usize> = basket.items.iter().filter_map(|id| catalog.index_of(id)).collect::<BTreeSet<_>>().into_iter().collect();
+        for &answer in &members {
+            let hidden = &catalog.items[answer];
+            let Some(split) = catalog.split_of(&hidden.id) else { continue };
+            let context = members.iter().copied().filter(|&m| m != answer).collect::<Vec<_>>();
+            if context.is_empty() {
+                continue;
+            }
+            questions.push(OutfitQuestion { basket: basket_index, context, answer, category: hidden.category.clone(), split });
+        }
+    }
+    questions
+}
+
+/// The candidates of an outfit question: the items of its category in its split.
+pub fn outfit_candidates(catalog: &Catalog, category: &str, split: Split) -> Vec<usize> {
+    catalog.items_in(split).filter(|(_, it)| it.category == category).map(|(i, _)| i).collect()
+}

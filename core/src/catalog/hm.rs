@@ -70,12 +70,21 @@ fn read_articles(path: &Path, builder: &mut CatalogBuilder) -> Result<()> {
             .map(|(column, key)| Ok((rows.column(column)?, *key)))
             .collect::<Result<_>>()?,
     };
-    rows.import_each(builder, |row| article(row, &columns), |builder, _, item| builder.push_item(item));
+    // Once the id is read, a later bad field rejects that id, so that its
+    // split and basket entries are not reported a second time.
+    let parse = |row: &CsvRow<'_>| {
+        let id = row.required(columns.id)?;
+        Ok(article(row, id, &columns).map_err(|problem| (id.to_string(), problem)))
+    };
+    rows.import_each(builder, parse, |builder, loc, article| match article {
+        Ok(item) => builder.push_item(item),
+        Err((id, problem)) => builder.reject_row(id, loc, problem),
+    });
     Ok(())
 }
 
-fn article(row: &CsvRow<'_>, c: &ArticleColumns) -> std::result::Result<Item, RowProblem> {
-    let id = row.required(c.id)?.to_string();
+fn article(row: &CsvRow<'_>, id: &str, c: &ArticleColumns) -> std::result::Result<Item, RowProblem> {
+    let id = id.to_string();
     let mut attributes = BTreeMap::new();
     for &(index, key) in &c.attributes {
         let value = row.get(index)?;

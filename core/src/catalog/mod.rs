@@ -100,6 +100,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// An empty catalog whose relative image paths resolve against `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Catalog { root: root.into(), ..Default::default() }
+    }
+
     /// Position of the item with this id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
@@ -213,7 +218,7 @@ impl CatalogBuilder {
     pub fn new(root: impl Into<PathBuf>, options: ImportOptions) -> Self {
         CatalogBuilder {
             options,
-            catalog: Catalog { root: root.into(), ..Default::default() },
+            catalog: Catalog::new(root),
             first_seen: HashMap::new(),
             rejected_ids: HashSet::new(),
             split_rows: Vec::new(),
@@ -234,6 +239,13 @@ impl CatalogBuilder {
         self.catalog.report.errors.push(RowError { loc, problem });
     }
 
+    /// Records a bad row whose id is known: split and basket entries of that id
+    /// are then not reported again.
+    pub fn reject_row(&mut self, id: String, loc: SourceLoc, problem: RowProblem) {
+        self.rejected_ids.insert(id);
+        self.bad_row(loc, problem);
+    }
+
     /// Checks a text field's size; records a bad row and returns false when it is over the limit.
     pub fn check_field(&mut self, loc: &SourceLoc, field: &str, value: &str) -> bool {
         if value.len() > self.options.max_field_bytes {
@@ -250,9 +262,8 @@ impl CatalogBuilder {
     /// within limits, id unique).
     pub fn push_item(&mut self, item: Item) {
         let id = item.id.clone();
-        if let Err(problem) = self.admit(item) {
-            self.rejected_ids.insert(id);
-            self.catalog.report.errors.push(problem);
+        if let Err(error) = self.admit(item) {
+            self.reject_row(id, error.loc, error.problem);
         }
     }
 
