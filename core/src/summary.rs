@@ -34,7 +34,8 @@ pub struct CatalogSummary {
 
 impl CatalogSummary {
     pub fn compute(catalog: &Catalog, images: Option<ImageCheck>) -> Result<Self, CatalogError> {
-        let distinct = |f: fn(&crate::catalog::Item) -> &str| catalog.items.iter().map(f).filter(|v| !v.is_empty()).collect::<BTreeSet<_>>().len();
+        let distinct =
+            |f: fn(&crate::catalog::Item) -> &str| catalog.items.iter().map(f).filter(|v| !v.is_empty()).collect::<BTreeSet<_>>().len();
         let per_split = |splits: Vec<Split>| {
             let mut counts: BTreeMap<String, usize> = Split::ALL.iter().map(|s| (s.to_string(), 0)).collect();
             for split in splits {
@@ -91,7 +92,11 @@ impl fmt::Display for CatalogSummary {
             writeln!(f, "val/test items with a {field} unseen in train: {count} (left out of that recognition task)")?;
         }
         match &self.images {
-            Some(check) => writeln!(f, "images              {} checked, {} missing, {} corrupt, {} remote (not fetched)", check.checked, check.missing, check.corrupt, check.remote)?,
+            Some(check) => writeln!(
+                f,
+                "images              {} checked, {} missing, {} corrupt, {} remote (not fetched)",
+                check.checked, check.missing, check.corrupt, check.remote
+            )?,
             None => writeln!(f, "images              not checked")?,
         }
         writeln!(f, "rows read           {}", self.rows_read)?;

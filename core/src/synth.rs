@@ -110,9 +110,7 @@ pub fn generate(dir: &Path, spec: &SynthSpec) -> Result<Catalog> {
             let path = dir.join(&image);
             let photo = draw(shape, rgb, PRINTS[print], spec.image_width);
             write_atomically(&path, |out| {
-                image::codecs::jpeg::JpegEncoder::new_with_quality(out, 90)
-                    .encode_image(&photo)
-                    .map_err(std::io::Error::other)
+                image::codecs::jpeg::JpegEncoder::new_with_quality(out, 90).encode_image(&photo).map_err(std::io::Error::other)
             })?;
             let print_words = match PRINTS[print] {
                 "Solid" => String::new(),
@@ -125,7 +123,10 @@ pub fn generate(dir: &Path, spec: &SynthSpec) -> Result<Catalog> {
                 description: format!("{colour} {} in {}{print_words}, {detail}.", subcategory.to_lowercase(), material.to_lowercase()),
                 category: category.to_string(),
                 subcategory: subcategory.to_string(),
-                attributes: BTreeMap::from([(attr::COLOUR.to_string(), colour.to_string()), (attr::PRINT.to_string(), PRINTS[print].to_string())]),
+                attributes: BTreeMap::from([
+                    (attr::COLOUR.to_string(), colour.to_string()),
+                    (attr::PRINT.to_string(), PRINTS[print].to_string()),
+                ]),
                 images: vec![image],
                 price: Some(f64::from(rng.gen_range(10..120u32)) - 0.01),
                 url: None,

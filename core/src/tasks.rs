@@ -68,7 +68,11 @@ impl Labels {
                     Some(&label) => per_split.entry(split).or_default().push((index, label)),
                     None => unseen.push(RowError {
                         loc: item.source.clone(),
-                        problem: RowProblem::UnknownCategory { field: name.into(), value: field(item).to_string(), split: split.to_string() },
+                        problem: RowProblem::UnknownCategory {
+                            field: name.into(),
+                            value: field(item).to_string(),
+                            split: split.to_string(),
+                        },
                     }),
                 }
             }
@@ -148,12 +152,7 @@ pub fn modification_text(reference: &Item, target: &Item) -> Option<String> {
         }
         (None, Some(tp)) => {
             let rp = rp.unwrap_or_else(|| "plain".into());
-            let options = [
-                format!("the {tp} version"),
-                format!("{tp} instead of {rp}"),
-                format!("make it {tp}"),
-                format!("same but {tp}"),
-            ];
+            let options = [format!("the {tp} version"), format!("{tp} instead of {rp}"), format!("make it {tp}"), format!("same but {tp}")];
             options[variant % options.len()].clone()
         }
         (Some(tc), Some(tp)) => {

@@ -50,7 +50,11 @@ impl Tokenizer {
     /// Tokenizes one text, adding `[CLS]` and `[SEP]`.
     pub fn encode(&self, text: &str) -> Result<Encoding, TextError> {
         let enc = self.inner.encode(text, true).map_err(|e| TextError::Encode(e.to_string()))?;
-        Ok(Encoding { ids: enc.get_ids().to_vec(), attention_mask: enc.get_attention_mask().to_vec(), word_ids: enc.get_word_ids().to_vec() })
+        Ok(Encoding {
+            ids: enc.get_ids().to_vec(),
+            attention_mask: enc.get_attention_mask().to_vec(),
+            word_ids: enc.get_word_ids().to_vec(),
+        })
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

@@ -11,7 +11,10 @@ const HEADER: &str = "article_id,product_code,prod_name,product_type_name,produc
 
 /// One good article row; `n` picks the id and product code.
 fn row(n: u32, title: &str, desc: &str, group: &str) -> String {
-    format!("{n:010},{:07},{title},T-shirt,{group},Solid,Black,Dark,Black,Jersey,Ladieswear,Ladieswear,Womens,Jersey Fancy,{desc}", n / 1000)
+    format!(
+        "{n:010},{:07},{title},T-shirt,{group},Solid,Black,Dark,Black,Jersey,Ladieswear,Ladieswear,Womens,Jersey Fancy,{desc}",
+        n / 1000
+    )
 }
 
 /// Writes an H&M-format export with good rows 1..=4 (lines 2..=5), then the
@@ -57,7 +60,8 @@ fn all_train(extra: &[u32]) -> String {
 /// Imports `dir` strict (must fail, message naming `file:line`) and skipping
 /// (must keep every good row and report exactly one bad row at that line).
 fn assert_bad_row(dir: &Path, file: &str, line: u64, kind: &str) -> Catalog {
-    let strict = hm::import_dir(dir, ImportOptions::default()).and_then(|mut c| images::verify(&mut c, BadRowPolicy::Strict, || {}).map(|_| c));
+    let strict =
+        hm::import_dir(dir, ImportOptions::default()).and_then(|mut c| images::verify(&mut c, BadRowPolicy::Strict, || {}).map(|_| c));
     let message = strict.expect_err("strict import must fail").to_string();
     assert!(message.contains(&format!("{file}:{line}")), "error names {file}:{line}: {message}");
     let mut skipped = hm::import_dir(dir, ImportOptions::skip()).expect("skip import succeeds");

@@ -96,9 +96,7 @@ pub enum CatalogError {
 }
 
 fn bad_rows_message(count: &usize, first: &[RowError]) -> String {
-    let mut msg = format!(
-        "{count} bad row(s) in strict mode (re-run with skip mode to import the good rows and report these):"
-    );
+    let mut msg = format!("{count} bad row(s) in strict mode (re-run with skip mode to import the good rows and report these):");
     for e in first {
         msg.push_str("\n  ");
         msg.push_str(&e.to_string());

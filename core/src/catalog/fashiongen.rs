@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::mapped::{json_list, json_object, json_required, json_rows, json_text, read_file, JsonTopLevel};
+use super::json_rows::{json_list, json_object, json_required, json_rows, json_text, read_file, JsonTopLevel};
 use super::{Catalog, CatalogBuilder, CatalogError, ImportOptions, Item, Result, RowProblem, SourceLoc, Split};
 
 /// File names end with this; the part before it names the split.
@@ -80,10 +80,10 @@ fn read_info_file(path: &Path, split: Option<Split>, builder: &mut CatalogBuilde
         builder.row_read();
         match row.value().and_then(json_object).and_then(|product| item(&product, &row.loc)) {
             Ok(item) => {
-                if let Some(split) = split {
-                    builder.push_split(row.loc, item.id.clone(), split);
+                let id = item.id.clone();
+                if let (true, Some(split)) = (builder.push_item(item), split) {
+                    builder.push_split(row.loc, id, split);
                 }
-                builder.push_item(item);
             }
             Err(problem) => builder.bad_row(row.loc, problem),
         }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::mapped::{json_object, json_required, json_rows, json_text, kind_of, read_file, JsonTopLevel};
+use super::json_rows::{json_object, json_required, json_rows, json_text, kind_of, read_file, JsonTopLevel};
 use super::{BadRowPolicy, CatalogError, ImportOptions, Result, RowError, RowProblem, SourceLoc, Split};
 
 /// Folder of the caption files, `cap.{category}.{split}.json`.
@@ -27,7 +27,6 @@ pub const CAPTIONS_DIR: &str = "captions";
 pub const IMAGE_SPLITS_DIR: &str = "image_splits";
 
 /// Bad rows listed in a strict-mode failure.
-const STRICT_ERRORS_SHOWN: usize = 20;
 
 /// A reference product, the target product, and the two captions that
 /// describe how the target differs from the reference.
@@ -122,9 +121,7 @@ pub fn import_dir(dir: &Path, options: ImportOptions) -> Result<FashionIq> {
         read_image_split(file, &options, &mut fashioniq)?;
     }
     if options.policy == BadRowPolicy::Strict && !fashioniq.report.errors.is_empty() {
-        let errors = std::mem::take(&mut fashioniq.report.errors);
-        let count = errors.len();
-        return Err(CatalogError::BadRows { count, first: errors.into_iter().take(STRICT_ERRORS_SHOWN).collect() });
+        return Err(super::strict_failure(std::mem::take(&mut fashioniq.report.errors)));
     }
     Ok(fashioniq)
 }

@@ -65,10 +65,7 @@ fn read_articles(path: &Path, builder: &mut CatalogBuilder) -> Result<()> {
         description: rows.column("detail_desc")?,
         category: rows.column("product_group_name")?,
         subcategory: rows.column("product_type_name")?,
-        attributes: ATTRIBUTE_COLUMNS
-            .iter()
-            .map(|(column, key)| Ok((rows.column(column)?, *key)))
-            .collect::<Result<_>>()?,
+        attributes: ATTRIBUTE_COLUMNS.iter().map(|(column, key)| Ok((rows.column(column)?, *key))).collect::<Result<_>>()?,
     };
     // Once the id is read, a later bad field rejects that id, so that its
     // split and basket entries are not reported a second time.
@@ -77,7 +74,9 @@ fn read_articles(path: &Path, builder: &mut CatalogBuilder) -> Result<()> {
         Ok(article(row, id, &columns).map_err(|problem| (id.to_string(), problem)))
     };
     rows.import_each(builder, parse, |builder, loc, article| match article {
-        Ok(item) => builder.push_item(item),
+        Ok(item) => {
+            builder.push_item(item);
+        }
         Err((id, problem)) => builder.reject_row(id, loc, problem),
     });
     Ok(())

@@ -13,10 +13,11 @@ mod schema;
 pub mod canonical;
 mod csv_rows;
 pub mod fashiongen;
+pub mod fashioniq;
 pub mod hm;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod images;
-pub mod fashioniq;
+mod json_rows;
 pub mod mapped;
 pub mod polyvore;
 
@@ -120,10 +121,7 @@ impl Catalog {
 
     /// Items of one split, in catalog order.
     pub fn items_in(&self, split: Split) -> impl Iterator<Item = (usize, &Item)> {
-        self.items
-            .iter()
-            .enumerate()
-            .filter(move |(_, it)| self.split_of(&it.id) == Some(split))
+        self.items.iter().enumerate().filter(move |(_, it)| self.split_of(&it.id) == Some(split))
     }
 
     /// The file path of an item's image (relative paths resolve against `root`);
@@ -197,7 +195,7 @@ pub fn open(dir: &Path, options: ImportOptions) -> Result<Catalog> {
     }
 }
 
-fn strict_failure(errors: Vec<RowError>) -> CatalogError {
+pub(crate) fn strict_failure(errors: Vec<RowError>) -> CatalogError {
     let count = errors.len();
     CatalogError::BadRows { count, first: errors.into_iter().take(20).collect() }
 }
@@ -242,7 +240,10 @@ impl CatalogBuilder {
     /// Records a bad row whose id is known: split and basket entries of that id
     /// are then not reported again.
     pub fn reject_row(&mut self, id: String, loc: SourceLoc, problem: RowProblem) {
-        self.rejected_ids.insert(id);
+        // A duplicate of an admitted id rejects the duplicate row, not the id.
+        if !self.first_seen.contains_key(&id) {
+            self.rejected_ids.insert(id);
+        }
         self.bad_row(loc, problem);
     }
 
@@ -259,11 +260,16 @@ impl CatalogBuilder {
     }
 
     /// Adds an item after the shared checks (id present, text present, fields
-    /// within limits, id unique).
-    pub fn push_item(&mut self, item: Item) {
+    /// within limits, id unique); returns whether it was admitted. Importers
+    /// record a row's split only for admitted items.
+    pub fn push_item(&mut self, item: Item) -> bool {
         let id = item.id.clone();
-        if let Err(error) = self.admit(item) {
-            self.reject_row(id, error.loc, error.problem);
+        match self.admit(item) {
+            Ok(()) => true,
+            Err(error) => {
+                self.reject_row(id, error.loc, error.problem);
+                false
+            }
         }
     }
 
@@ -280,8 +286,10 @@ impl CatalogBuilder {
             return bad(RowProblem::MissingField { field: "category".into() });
         }
         let limit = self.options.max_field_bytes;
-        let named = [("title", &item.title), ("description", &item.description), ("category", &item.category), ("subcategory", &item.subcategory)];
-        let fields = named.into_iter().map(|(f, v)| (f.to_string(), v)).chain(item.attributes.iter().map(|(k, v)| (format!("attributes.{k}"), v)));
+        let named =
+            [("title", &item.title), ("description", &item.description), ("category", &item.category), ("subcategory", &item.subcategory)];
+        let fields =
+            named.into_iter().map(|(f, v)| (f.to_string(), v)).chain(item.attributes.iter().map(|(k, v)| (format!("attributes.{k}"), v)));
         for (field, value) in fields {
             if value.len() > limit {
                 return bad(RowProblem::OversizedField { field, len: value.len(), limit });

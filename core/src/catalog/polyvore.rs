@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::mapped::{json_object, json_required, json_rows, json_text, kind_of, read_file, JsonTopLevel};
+use super::json_rows::{json_object, json_required, json_rows, json_text, kind_of, read_file, JsonTopLevel};
 use super::{Basket, Catalog, CatalogBuilder, CatalogError, ImportOptions, Item, Result, RowError, RowProblem, SourceLoc, Split};
 
 /// The item metadata file, in the dataset folder.
