@@ -1,0 +1,134 @@
+//! vitrine's task runner, run as `cargo xtask <command>` (an alias in
+//! `.cargo/config.toml`).
+//!
+//! - `setup [--gpu]`: installs everything the build, the tests and the demo need
+//!   (Python venv with libtorch, model files, wasm tools, npm packages, Chromium).
+//!   Every step checks first whether it is already done, so running it again is
+//!   cheap.
+//! - `test`: set-up, then every test of the workspace and the WebAssembly smoke test.
+//! - `demo`: set-up, then builds the native tools and the browser package.
+
+mod setup;
+mod util;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::util::{cmd, run, Steps};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "vitrine's set-up, demo and test runner")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the build, tests and demo need; safe to run again.
+    Setup {
+        /// Install the full PyTorch 2.11.0 with its CUDA libraries (for training on a GPU)
+        /// instead of the CPU-only libtorch.
+        #[arg(long)]
+        gpu: bool,
+    },
+    /// Set up, then run all tests: `cargo test --workspace` and the WebAssembly smoke test.
+    Test,
+    /// Set up, then build the native tools (release) and the browser package in www/pkg.
+    Demo,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = workspace_root().and_then(|root| {
+        std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
+        match cli.command {
+            Command::Setup { gpu } => setup::setup(&root, gpu).map(|_| ()),
+            Command::Test => test(&root),
+            Command::Demo => demo(&root),
+        }
+    });
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().context("xtask has no parent folder")?;
+    Ok(root.to_path_buf())
+}
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const WASM_ARTIFACT: &str = "target/wasm32-unknown-unknown/release/vitrine_wasm.wasm";
+
+fn test(root: &Path) -> Result<()> {
+    let tools = setup::setup(root, false)?;
+    let mut steps = Steps::new("test", 4);
+
+    let mut summary = None;
+    steps.step("cargo test --workspace", || {
+        let s = util::cargo_test(cmd(util::cargo()).args(["test", "--workspace"]))?;
+        let line = s.to_string();
+        summary = Some(s);
+        Ok(line)
+    })?;
+    steps.step(&format!("build vitrine-wasm for {WASM_TARGET} (release)"), || {
+        build_wasm()?;
+        Ok(util::size_note(&root.join(WASM_ARTIFACT)))
+    })?;
+    let out_dir = root.join("target/wasm-node");
+    steps.step("wasm-bindgen --target nodejs into target/wasm-node", || {
+        run(cmd(&tools.wasm_bindgen).args(["--target", "nodejs", "--out-dir"]).arg(&out_dir).arg(WASM_ARTIFACT))?;
+        Ok(String::new())
+    })?;
+    steps.step("WebAssembly smoke test in node (wasm/tests/tokenize.mjs)", || {
+        run(cmd("node").arg("wasm/tests/tokenize.mjs").arg(&out_dir).arg(root.join(setup::MINILM_DIR).join("tokenizer.json")))?;
+        Ok(String::new())
+    })?;
+
+    if let Some(s) = summary {
+        println!("cargo test: {s}");
+    }
+    println!("all tests passed");
+    Ok(())
+}
+
+fn build_wasm() -> Result<()> {
+    run(cmd(util::cargo()).args(["build", "-p", "vitrine-wasm", "--target", WASM_TARGET, "--release"]))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let tools = setup::setup(root, false)?;
+    let mut steps = Steps::new("demo", 3);
+    steps.step("cargo build --workspace --release", || {
+        run(cmd(util::cargo()).args(["build", "--workspace", "--release"]))?;
+        Ok(String::new())
+    })?;
+    steps.step(&format!("build vitrine-wasm for {WASM_TARGET} (release)"), || {
+        build_wasm()?;
+        Ok(util::size_note(&root.join(WASM_ARTIFACT)))
+    })?;
+    let pkg = root.join("www/pkg");
+    let wasm_file = pkg.join("vitrine_wasm_bg.wasm");
+    steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || {
+        run(cmd(&tools.wasm_bindgen).args(["--target", "web", "--out-dir"]).arg(&pkg).arg(WASM_ARTIFACT))?;
+        let before = std::fs::metadata(&wasm_file).with_context(|| format!("{} missing", wasm_file.display()))?.len();
+        run(cmd(&tools.wasm_opt).arg("-O").arg(&wasm_file).arg("-o").arg(&wasm_file))?;
+        let after = std::fs::metadata(&wasm_file)?.len();
+        Ok(format!("{}: {} → {} after wasm-opt", wasm_file.display(), util::bytes(before), util::bytes(after)))
+    })?;
+
+    println!("demo: built");
+    println!("  - native tools: target/release/vitrine (catalog command line) and the trainer library");
+    println!("  - browser package: www/pkg (vitrine_wasm.js + vitrine_wasm_bg.wasm: the Tokenizer API)");
+    println!("  - models: {} and {}", setup::MINILM_DIR, setup::EFFNET_FILE);
+    println!("demo: training, index building and the demo store page are not part of this demo yet");
+    if !wasm_file.exists() {
+        bail!("{} was not produced", wasm_file.display());
+    }
+    Ok(())
+}
