@@ -5,5 +5,15 @@
 //!
 //! - [`image`]: decoding and preprocessing product photos for the image encoder
 //!   (resize, random or centre crop, flip, normalisation).
+//! - [`losses`]: the losses of every task, as functions of tensors.
+//! - [`masking`]: MLM whole-word masks, MPFC patch blocks, MVC token dropping.
+//! - [`model`]: the model's modules.
+//! - [`pac`]: pseudo-attributes mined from the catalog text for the PAC task.
+//! - [`vqvae`]: the frozen image tokenizer whose codes MPFC predicts.
 
 pub mod image;
+pub mod losses;
+pub mod masking;
+pub mod model;
+pub mod pac;
+pub mod vqvae;

@@ -1,0 +1,6 @@
+//! The FashionViL model in tch: image encoder, the shared BERT text/fusion
+//! encoder, and the heads of the pretext and downstream tasks.
+
+pub mod bert;
+pub mod efficientnet;
+pub mod resnet;

@@ -1,0 +1,260 @@
+//! The frozen image tokenizer of the MPFC task: a VQ-VAE with an EMA codebook
+//! (the paper's: 1024 codes of 256 dimensions, a 7×7 grid of codes at 224 px),
+//! trained on the catalog's photos by `vitrine-train vqvae`.
+//!
+//! The encoder halves the resolution five times (224 → 7), so each code covers
+//! the same 32×32 patch as one visual token of the image encoder; MPFC predicts
+//! the codes of masked patches.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// Shape and training constants of the tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VqVaeConfig {
+    /// Channels after each stride-2 stage of the encoder (5 stages: 224 → 7).
+    pub channels: Vec<i64>,
+    pub code_dim: i64,
+    pub codebook_size: i64,
+    /// EMA decay of the codebook statistics.
+    pub decay: f64,
+    /// Weight of the commitment loss.
+    pub commitment: f64,
+}
+
+impl Default for VqVaeConfig {
+    fn default() -> Self {
+        VqVaeConfig { channels: vec![32, 64, 128, 256, 256], code_dim: 256, codebook_size: 1024, decay: 0.99, commitment: 0.25 }
+    }
+}
+
+/// Stride-2 convolutions down to the code grid.
+#[derive(Debug)]
+struct Encoder {
+    convs: Vec<nn::Conv2D>,
+    to_code: nn::Conv2D,
+}
+
+impl Encoder {
+    fn new(vs: nn::Path, config: &VqVaeConfig) -> Self {
+        let down = nn::ConvConfig { stride: 2, padding: 1, ..Default::default() };
+        let mut convs = Vec::new();
+        let mut in_channels = 3;
+        for (i, &c) in config.channels.iter().enumerate() {
+            convs.push(nn::conv2d(&vs / "convs" / i, in_channels, c, 4, down));
+            in_channels = c;
+        }
+        let to_code = nn::conv2d(&vs / "to_code", in_channels, config.code_dim, 1, Default::default());
+        Encoder { convs, to_code }
+    }
+}
+
+impl Module for Encoder {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self.convs.iter().fold(x.shallow_clone(), |h, conv| conv.forward(&h).relu());
+        self.to_code.forward(&h)
+    }
+}
+
+/// Transposed convolutions back to the image.
+#[derive(Debug)]
+struct Decoder {
+    from_code: nn::Conv2D,
+    deconvs: Vec<nn::ConvTranspose2D>,
+}
+
+impl Decoder {
+    fn new(vs: nn::Path, config: &VqVaeConfig) -> Self {
+        let up = nn::ConvTransposeConfig { stride: 2, padding: 1, ..Default::default() };
+        let reversed: Vec<i64> = config.channels.iter().rev().copied().collect();
+        let from_code = nn::conv2d(&vs / "from_code", config.code_dim, reversed[0], 1, Default::default());
+        let mut deconvs = Vec::new();
+        for i in 0..reversed.len() {
+            let out = reversed.get(i + 1).copied().unwrap_or(3);
+            deconvs.push(nn::conv_transpose2d(&vs / "deconvs" / i, reversed[i], out, 4, up));
+        }
+        Decoder { from_code, deconvs }
+    }
+}
+
+impl Module for Decoder {
+    fn forward(&self, z: &Tensor) -> Tensor {
+        let last = self.deconvs.len() - 1;
+        self.deconvs.iter().enumerate().fold(self.from_code.forward(z).relu(), |h, (i, deconv)| {
+            let h = deconv.forward(&h);
+            if i == last {
+                h
+            } else {
+                h.relu()
+            }
+        })
+    }
+}
+
+/// The codebook, updated by exponential moving averages rather than gradients.
+#[derive(Debug)]
+struct EmaCodebook {
+    embeddings: Tensor,
+    cluster_size: Tensor,
+    embedding_sum: Tensor,
+    decay: f64,
+}
+
+impl EmaCodebook {
+    fn new(vs: nn::Path, config: &VqVaeConfig) -> Self {
+        let (k, d) = (config.codebook_size, config.code_dim);
+        let embeddings = vs.var("embeddings", &[k, d], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+        let embeddings = embeddings.set_requires_grad(false);
+        let cluster_size = vs.zeros_no_train("cluster_size", &[k]);
+        let mut embedding_sum = vs.zeros_no_train("embedding_sum", &[k, d]);
+        tch::no_grad(|| embedding_sum.copy_(&embeddings));
+        EmaCodebook { embeddings, cluster_size, embedding_sum, decay: config.decay }
+    }
+
+    /// Squared distance of each row of `z` to each code: [N, D] → [N, K].
+    fn distances(&self, z: &Tensor) -> Tensor {
+        z.pow_tensor_scalar(2).sum_dim_intlist(1, true, Kind::Float) - z.matmul(&self.embeddings.tr()) * 2.0
+            + self.embeddings.pow_tensor_scalar(2).sum_dim_intlist(1, false, Kind::Float).unsqueeze(0)
+    }
+
+    /// Index of the nearest code for each row of `z` ([N, D] → [N]).
+    fn nearest(&self, z: &Tensor) -> Tensor {
+        self.distances(z).argmin(1, false)
+    }
+
+    /// Moves the used codes towards the mean of the vectors assigned to them;
+    /// codes no vector chose for a long time restart at the vectors of `z` that
+    /// the codebook fits worst (deterministic, unlike a random restart).
+    fn update(&mut self, z: &Tensor, codes: &Tensor) {
+        tch::no_grad(|| {
+            let k = self.embeddings.size()[0];
+            let one_hot = codes.one_hot(k).to_kind(Kind::Float);
+            let counts = one_hot.sum_dim_intlist(0, false, Kind::Float);
+            let sums = one_hot.tr().matmul(z);
+            let d = self.decay;
+            let _ = self.cluster_size.g_mul_scalar_(d).g_add_(&(counts * (1.0 - d)));
+            let _ = self.embedding_sum.g_mul_scalar_(d).g_add_(&(sums * (1.0 - d)));
+            let n = self.cluster_size.sum(Kind::Float);
+            let eps = 1e-5;
+            let smoothed = (&self.cluster_size + eps) / (&n + k as f64 * eps) * &n;
+            self.embeddings.copy_(&(&self.embedding_sum / smoothed.unsqueeze(1)));
+            let dead = self.cluster_size.lt(1e-3).nonzero().squeeze_dim(1);
+            let dead_count = dead.size()[0];
+            if dead_count > 0 {
+                let worst_fit = self.distances(z).min_dim(1, false).0;
+                let (_, picks) = worst_fit.topk(dead_count.min(z.size()[0]), 0, true, false);
+                let dead = dead.narrow(0, 0, picks.size()[0]);
+                let fresh = z.index_select(0, &picks);
+                let _ = self.embeddings.index_copy_(0, &dead, &fresh);
+                let _ = self.embedding_sum.index_copy_(0, &dead, &fresh);
+                let _ = self.cluster_size.index_fill_(0, &dead, 1.0);
+            }
+        });
+    }
+}
+
+/// Output of one training forward pass.
+pub struct VqVaeStep {
+    pub loss: Tensor,
+    pub reconstruction_loss: Tensor,
+    /// Fraction of the codebook used in this batch.
+    pub code_usage: f64,
+}
+
+/// The image tokenizer.
+#[derive(Debug)]
+pub struct VqVae {
+    pub config: VqVaeConfig,
+    encoder: Encoder,
+    codebook: EmaCodebook,
+    decoder: Decoder,
+}
+
+impl VqVae {
+    pub fn new(vs: &nn::Path, config: VqVaeConfig) -> Self {
+        VqVae {
+            encoder: Encoder::new(vs / "encoder", &config),
+            codebook: EmaCodebook::new(vs / "codebook", &config),
+            decoder: Decoder::new(vs / "decoder", &config),
+            config,
+        }
+    }
+
+    /// Encoder output as rows: [B, D, h, w] → ([B·h·w, D], grid shape).
+    fn encode_rows(&self, images: &Tensor) -> (Tensor, [i64; 4]) {
+        let z = self.encoder.forward(images);
+        let [b, d, h, w] = z.size4().expect("encoder output is 4-d").into();
+        (z.permute([0, 2, 3, 1]).reshape([b * h * w, d]), [b, d, h, w])
+    }
+
+    /// The code of every patch: [B, 3, 224, 224] → [B, 49] (row-major 7×7 grid).
+    pub fn encode(&self, images: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let (rows, [b, _, h, w]) = self.encode_rows(images);
+            self.codebook.nearest(&rows).reshape([b, h * w])
+        })
+    }
+
+    /// Reconstruction, commitment loss and the EMA codebook update.
+    pub fn train_step(&mut self, images: &Tensor) -> VqVaeStep {
+        let (rows, [b, d, h, w]) = self.encode_rows(images);
+        let codes = tch::no_grad(|| self.codebook.nearest(&rows));
+        let quantised = self.codebook.embeddings.index_select(0, &codes);
+        let commitment = rows.mse_loss(&quantised, tch::Reduction::Mean);
+        // Straight-through: the decoder's gradient flows into the encoder.
+        let straight = &rows + (&quantised - &rows).detach();
+        let grid = straight.reshape([b, h, w, d]).permute([0, 3, 1, 2]);
+        let reconstruction_loss = self.decoder.forward(&grid).mse_loss(images, tch::Reduction::Mean);
+        self.codebook.update(&rows.detach(), &codes);
+        let used = codes.unique_dim(0, false, false, false).0.size()[0];
+        VqVaeStep {
+            loss: &reconstruction_loss + commitment * self.config.commitment,
+            reconstruction_loss,
+            code_usage: used as f64 / self.config.codebook_size as f64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> VqVaeConfig {
+        VqVaeConfig { channels: vec![8, 8, 16, 16, 16], code_dim: 8, codebook_size: 16, decay: 0.9, commitment: 0.25 }
+    }
+
+    #[test]
+    fn codes_form_a_7x7_grid_at_224_px() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let vq = VqVae::new(&vs.root(), small());
+        let codes = vq.encode(&Tensor::randn([2, 3, 224, 224], (Kind::Float, tch::Device::Cpu)));
+        assert_eq!(codes.size(), [2, 49]);
+        assert!(codes.min().int64_value(&[]) >= 0 && codes.max().int64_value(&[]) < 16);
+    }
+
+    #[test]
+    fn training_lowers_the_reconstruction_loss() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let mut vq = VqVae::new(&vs.root(), small());
+        let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), &vs, 3e-3).unwrap();
+        // Four fixed two-colour images: left half one colour, right half another.
+        let images = Tensor::zeros([4, 3, 224, 224], (Kind::Float, tch::Device::Cpu));
+        for i in 0..4 {
+            let _ = images.get(i).narrow(2, 0, 112).fill_(i as f64 * 0.5 - 0.75);
+            let _ = images.get(i).narrow(2, 112, 112).fill_(0.75 - i as f64 * 0.4);
+        }
+        let first = vq.train_step(&images).reconstruction_loss.double_value(&[]);
+        let mut last = first;
+        for _ in 0..60 {
+            let step = vq.train_step(&images);
+            opt.backward_step(&step.loss);
+            last = step.reconstruction_loss.double_value(&[]);
+        }
+        assert!(last < first * 0.5, "reconstruction loss {first} → {last}");
+        // Codes are deterministic for a given image.
+        assert!(vq.encode(&images).equal(&vq.encode(&images)));
+    }
+}
