@@ -3,4 +3,5 @@
 
 pub mod bert;
 pub mod efficientnet;
+pub mod fashionvil;
 pub mod resnet;
