@@ -1,0 +1,285 @@
+//! The pretraining data pipeline: tokenised texts, image inputs (photos decoded
+//! and augmented in parallel, or cached feature maps of a frozen image
+//! encoder), and the per-task parts of each batch (masks, codes, targets).
+//!
+//! Every random choice of a step comes from an RNG seeded by (run seed, step),
+//! so a resumed run draws exactly what the uninterrupted run drew.
+
+use std::path::PathBuf;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+use vitrine_core::text::Encoding;
+
+use crate::image::{ImageError, ImageTransform};
+use crate::losses::IGNORE;
+use crate::masking::{drop_tokens, patch_block, whole_word_mask, MaskTokens};
+use crate::pretext::{PretextBatch, Task};
+
+/// Where a batch's image inputs come from.
+pub enum ImageSource {
+    /// Photos, decoded per step with a random crop and flip (training) — the
+    /// `gpu` recipe. `views[i]` lists the photos of example i: MVC's second
+    /// view is another photo when there is one, else another augmentation.
+    Photos { views: Vec<Vec<PathBuf>>, transform: ImageTransform },
+    /// Feature maps `[N, C, 7, 7]` of a frozen image encoder (the `cpu`
+    /// recipe); augmentation is a horizontal flip of the grid.
+    Features(Tensor),
+}
+
+/// Everything the pretext tasks read, one entry per training example.
+pub struct PretrainSet {
+    pub encodings: Vec<Encoding>,
+    pub images: ImageSource,
+    /// Image tokenizer codes `[N, 49]` of the unaugmented image (MPFC).
+    pub codes: Option<Tensor>,
+    /// Pseudo-attribute ids of each example (PAC) and the vocabulary size.
+    pub attributes: Vec<Vec<usize>>,
+    pub attribute_count: usize,
+    pub mask_tokens: MaskTokens,
+    pub pad_id: i64,
+}
+
+/// Share of text and patch tokens MVC drops; share of word tokens MLM masks;
+/// patches MPFC masks.
+const MVC_DROP: f64 = 0.25;
+const MLM_RATE: f64 = 0.15;
+const MPFC_PATCHES: usize = 8;
+
+/// The order of examples in one epoch.
+pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    order
+}
+
+/// The RNG of one step.
+pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ step)
+}
+
+impl PretrainSet {
+    pub fn len(&self) -> usize {
+        self.encodings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encodings.is_empty()
+    }
+
+    /// The batch of `task` for the examples at `positions`.
+    pub fn batch(&self, task: Task, positions: &[usize], rng: &mut ChaCha8Rng, device: Device) -> Result<PretextBatch, ImageError> {
+        let (ids, text_mask) = self.pad(positions.iter().map(|&i| self.encodings[i].ids.iter().map(|&t| i64::from(t)).collect()));
+        // MPFC predicts codes of the unaugmented image, so its view is not flipped.
+        let (images, second_view) = self.images(positions, task == Task::Mpfc, task == Task::Mvc, rng)?;
+        let mut batch = PretextBatch {
+            task,
+            images: images.to_device(device),
+            ids: ids.to_device(device),
+            text_mask: text_mask.to_device(device),
+            second_view: second_view.map(|v| v.to_device(device)),
+            mvc_text_mask: None,
+            mvc_visual_mask: None,
+            mlm_ids: None,
+            mlm_labels: None,
+            mpfc_mask: None,
+            mpfc_labels: None,
+            pac_targets: None,
+        };
+        let width = batch.ids.size()[1] as usize;
+        match task {
+            Task::Mvc => {
+                let mut text_keep = Vec::new();
+                let mut visual_keep = Vec::new();
+                for &i in positions {
+                    let mut keep: Vec<bool> = (0..width).map(|t| t < self.encodings[i].ids.len()).collect();
+                    drop_tokens(&mut keep, MVC_DROP, &[0], rng);
+                    text_keep.extend(keep.iter().map(|&k| i64::from(k)));
+                    let mut patches = vec![true; 49];
+                    drop_tokens(&mut patches, MVC_DROP, &[], rng);
+                    visual_keep.extend(patches.iter().map(|&k| i64::from(k)));
+                }
+                batch.mvc_text_mask = Some(Tensor::from_slice(&text_keep).view([positions.len() as i64, width as i64]).to_device(device));
+                batch.mvc_visual_mask = Some(Tensor::from_slice(&visual_keep).view([positions.len() as i64, 49]).to_device(device));
+            }
+            Task::Mlm => {
+                let mut masked_ids = Vec::new();
+                let mut labels = Vec::new();
+                for &i in positions {
+                    let enc = &self.encodings[i];
+                    let ids: Vec<i64> = enc.ids.iter().map(|&t| i64::from(t)).collect();
+                    let (input, label) = whole_word_mask(&ids, &enc.word_ids, MLM_RATE, self.mask_tokens, rng);
+                    masked_ids.push(input);
+                    labels.push(label);
+                }
+                let (mlm_ids, _) = self.pad(masked_ids.into_iter());
+                let labels: Vec<i64> = labels.into_iter().flat_map(|mut l| {
+                    l.resize(width, IGNORE);
+                    l
+                }).collect();
+                batch.mlm_ids = Some(mlm_ids.to_device(device));
+                batch.mlm_labels = Some(Tensor::from_slice(&labels).view([positions.len() as i64, width as i64]).to_device(device));
+            }
+            Task::Mpfc => {
+                let codes = self.codes.as_ref().expect("MPFC needs the image tokenizer's codes");
+                let index = Tensor::from_slice(&positions.iter().map(|&p| p as i64).collect::<Vec<_>>());
+                let codes = codes.index_select(0, &index);
+                let mut mask = vec![0i64; positions.len() * 49];
+                for row in 0..positions.len() {
+                    for patch in patch_block(7, MPFC_PATCHES, rng) {
+                        mask[row * 49 + patch] = 1;
+                    }
+                }
+                let mask = Tensor::from_slice(&mask).view([positions.len() as i64, 49]);
+                let labels = codes.where_self(&mask.eq(1), &Tensor::from(IGNORE));
+                batch.mpfc_mask = Some(mask.to_device(device));
+                batch.mpfc_labels = Some(labels.to_device(device));
+            }
+            Task::Pac => {
+                let mut targets = vec![0f32; positions.len() * self.attribute_count];
+                for (row, &i) in positions.iter().enumerate() {
+                    let attrs = &self.attributes[i];
+                    for &a in attrs {
+                        targets[row * self.attribute_count + a] = 1.0 / attrs.len() as f32;
+                    }
+                }
+                let targets = Tensor::from_slice(&targets).view([positions.len() as i64, self.attribute_count as i64]);
+                batch.pac_targets = Some(targets.to_device(device));
+            }
+            Task::Itc | Task::Itm => {}
+        }
+        Ok(batch)
+    }
+
+    /// Pads id lists with `pad_id` into `[B, T]` ids and a `[B, T]` mask.
+    fn pad(&self, rows: impl Iterator<Item = Vec<i64>>) -> (Tensor, Tensor) {
+        let rows: Vec<Vec<i64>> = rows.collect();
+        let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * width);
+        let mut mask = Vec::with_capacity(rows.len() * width);
+        for row in &rows {
+            ids.extend(row.iter().copied().chain(std::iter::repeat_n(self.pad_id, width - row.len())));
+            mask.extend((0..width).map(|t| i64::from(t < row.len())));
+        }
+        let shape = [rows.len() as i64, width as i64];
+        (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
+    }
+
+    /// The first view of each example and, for MVC, a second one.
+    fn images(&self, positions: &[usize], plain: bool, second: bool, rng: &mut ChaCha8Rng) -> Result<(Tensor, Option<Tensor>), ImageError> {
+        match &self.images {
+            ImageSource::Features(features) => {
+                let index = Tensor::from_slice(&positions.iter().map(|&p| p as i64).collect::<Vec<_>>());
+                let picked = features.index_select(0, &index).to_kind(Kind::Float);
+                let flips: Vec<bool> = positions.iter().map(|_| !plain && rng.gen_bool(0.5)).collect();
+                let first = flip_rows(&picked, &flips);
+                // The second view is the mirror image of the first.
+                let second = second.then(|| flip_rows(&picked, &flips.iter().map(|f| !f).collect::<Vec<_>>()));
+                Ok((first, second))
+            }
+            ImageSource::Photos { views, transform } => {
+                let seeds: Vec<(u64, u64)> = positions.iter().map(|_| (rng.gen(), rng.gen())).collect();
+                let load = |pick_other: bool| -> Result<Tensor, ImageError> {
+                    let tensors = positions
+                        .par_iter()
+                        .zip(&seeds)
+                        .map(|(&i, &(seed_a, seed_b))| {
+                            let photos = &views[i];
+                            let mut local = ChaCha8Rng::seed_from_u64(if pick_other { seed_b } else { seed_a });
+                            let photo = if pick_other && photos.len() > 1 { &photos[1 + local.gen_range(0..photos.len() - 1)] } else { &photos[0] };
+                            if plain { transform.eval(photo) } else { transform.train(photo, &mut local) }
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Tensor::stack(&tensors, 0))
+                };
+                let first = load(false)?;
+                let second = if second { Some(load(true)?) } else { None };
+                Ok((first, second))
+            }
+        }
+    }
+}
+
+/// Mirrors the rows of `[B, C, H, W]` whose flag is set (along W).
+fn flip_rows(x: &Tensor, flips: &[bool]) -> Tensor {
+    if !flips.iter().any(|f| *f) {
+        return x.shallow_clone();
+    }
+    let flags = Tensor::from_slice(&flips.iter().map(|&f| i64::from(f)).collect::<Vec<_>>()).view([-1, 1, 1, 1]).to_device(x.device());
+    x.flip([3]).where_self(&flags.eq(1), x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: usize) -> PretrainSet {
+        let encodings = (0..n)
+            .map(|i| {
+                let len = 4 + i % 3;
+                let ids: Vec<u32> = (0..len as u32).map(|t| if t == 0 { 101 } else if t as usize == len - 1 { 102 } else { 1000 + t }).collect();
+                let word_ids = (0..len).map(|t| if t == 0 || t == len - 1 { None } else { Some(t as u32 - 1) }).collect();
+                Encoding { attention_mask: vec![1; len], ids, word_ids }
+            })
+            .collect();
+        let features = Tensor::arange((n * 8 * 49) as i64, (Kind::Float, Device::Cpu)).view([n as i64, 8, 7, 7]);
+        PretrainSet {
+            encodings,
+            images: ImageSource::Features(features),
+            codes: Some(Tensor::arange((n * 49) as i64, (Kind::Int64, Device::Cpu)).view([n as i64, 49]).remainder(16)),
+            attributes: (0..n).map(|i| vec![i % 3, 3]).collect(),
+            attribute_count: 4,
+            mask_tokens: MaskTokens { mask: 103, vocab_size: 2000 },
+            pad_id: 0,
+        }
+    }
+
+    #[test]
+    fn batches_carry_what_their_task_needs() {
+        let data = set(6);
+        let mut rng = step_rng(1, 0);
+        let positions = [0, 2, 4];
+        for task in Task::ALL {
+            let b = data.batch(task, &positions, &mut rng, Device::Cpu).unwrap();
+            assert_eq!(b.ids.size(), [3, 6]);
+            assert_eq!(i64::try_from(b.text_mask.sum(Kind::Int64)).unwrap(), 4 + 6 + 5);
+            assert_eq!(b.images.size(), [3, 8, 7, 7]);
+            assert_eq!(b.second_view.is_some(), task == Task::Mvc);
+            assert_eq!(b.mlm_labels.is_some(), task == Task::Mlm);
+            assert_eq!(b.mpfc_labels.is_some(), task == Task::Mpfc);
+            assert_eq!(b.pac_targets.is_some(), task == Task::Pac);
+        }
+        let b = data.batch(Task::Mpfc, &positions, &mut rng, Device::Cpu).unwrap();
+        let mask = b.mpfc_mask.unwrap();
+        assert_eq!(Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).unwrap(), [8, 8, 8]);
+        let labels = b.mpfc_labels.unwrap();
+        assert_eq!(i64::try_from(labels.ne(IGNORE).sum(Kind::Int64)).unwrap(), 24);
+        // MPFC images are unflipped: the cached rows themselves.
+        assert!(b.images.equal(&data.images_of(&positions)));
+        let b = data.batch(Task::Pac, &positions, &mut rng, Device::Cpu).unwrap();
+        let t = b.pac_targets.unwrap();
+        assert!(t.sum_dim_intlist(1, false, Kind::Float).allclose(&Tensor::ones([3], (Kind::Float, Device::Cpu)), 1e-6, 1e-6, false));
+        let b = data.batch(Task::Mvc, &positions, &mut rng, Device::Cpu).unwrap();
+        assert!(b.second_view.unwrap().equal(&b.images.flip([3])), "the second view mirrors the first");
+    }
+
+    #[test]
+    fn same_seed_and_step_give_the_same_batch() {
+        let data = set(6);
+        let a = data.batch(Task::Mlm, &[1, 3], &mut step_rng(9, 5), Device::Cpu).unwrap();
+        let b = data.batch(Task::Mlm, &[1, 3], &mut step_rng(9, 5), Device::Cpu).unwrap();
+        assert!(a.mlm_ids.unwrap().equal(&b.mlm_ids.unwrap()) && a.images.equal(&b.images));
+        assert_eq!(epoch_order(10, 3, 1), epoch_order(10, 3, 1));
+        assert_ne!(epoch_order(10, 3, 1), epoch_order(10, 3, 2));
+    }
+
+    impl PretrainSet {
+        fn images_of(&self, positions: &[usize]) -> Tensor {
+            let ImageSource::Features(f) = &self.images else { unreachable!() };
+            f.index_select(0, &Tensor::from_slice(&positions.iter().map(|&p| p as i64).collect::<Vec<_>>()))
+        }
+    }
+}
