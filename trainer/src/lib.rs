@@ -11,6 +11,7 @@
 //! - [`model`]: the model's modules.
 //! - [`pac`]: pseudo-attributes mined from the catalog text for the PAC task.
 //! - [`pretext`]: the six pretext tasks and the per-step task sampler.
+//! - [`recipe`]: the `cpu` and `gpu` training recipes (TOML).
 //! - [`vqvae`]: the frozen image tokenizer whose codes MPFC predicts.
 
 pub mod data;
@@ -20,4 +21,5 @@ pub mod masking;
 pub mod model;
 pub mod pac;
 pub mod pretext;
+pub mod recipe;
 pub mod vqvae;

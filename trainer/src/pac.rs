@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use vitrine_core::catalog::{attr, Item};
 
 /// Bounds of the mining rule.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PacRule {
     pub min_df: usize,
     pub max_df_fraction: f64,

@@ -1,0 +1,150 @@
+//! Training recipes: one TOML file per setting, read into [`Recipe`]. The
+//! `gpu` recipe is the paper's (batch 256, bf16 autocast, image encoder
+//! trained); the `cpu` recipe runs the same code on two cores (frozen image
+//! encoder with cached features, smaller batches, a shorter schedule).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pac::PacRule;
+use crate::pretext::Task;
+
+/// How the image encoder takes part in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageEncoderMode {
+    /// Frozen: its feature maps are computed once and cached.
+    Frozen,
+    /// Trained with the rest of the model on augmented photos.
+    Trained,
+}
+
+/// The VQ-VAE image tokenizer's training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VqVaeRecipe {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default)]
+    pub channels: Option<Vec<i64>>,
+}
+
+/// A training recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    pub seed: u64,
+    /// `cpu`, `cuda`, or `auto` (CUDA when available).
+    pub device: String,
+    /// bf16 autocast of activations (CUDA only).
+    pub bf16: bool,
+    pub image_encoder: ImageEncoderMode,
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Longest text in tokens, `[CLS]` and `[SEP]` included.
+    pub max_text_tokens: usize,
+    /// At most this many training examples (all when absent).
+    #[serde(default)]
+    pub max_examples: Option<usize>,
+    pub lr: f64,
+    /// (VarStore name prefix, lr multiplier), first match wins.
+    pub lr_multipliers: Vec<(String, f64)>,
+    pub weight_decay: f64,
+    pub warmup_steps: u64,
+    pub decay_steps: Vec<u64>,
+    pub decay_factor: f64,
+    pub clip_norm: f64,
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    pub share_text_fusion: bool,
+    /// Sampling weight of each pretext task; absent or 0 disables it.
+    pub tasks: BTreeMap<Task, f64>,
+    pub vqvae: VqVaeRecipe,
+    #[serde(default)]
+    pub pac: PacRule,
+}
+
+/// Errors of reading a recipe, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("cannot read recipe {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("invalid recipe {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+impl Recipe {
+    /// Reads a recipe file; `cpu` and `gpu` name the shipped ones.
+    pub fn load(name_or_path: &str) -> Result<Recipe, RecipeError> {
+        let (origin, text) = match name_or_path {
+            "cpu" => ("recipes/cpu.toml".to_string(), include_str!("../recipes/cpu.toml").to_string()),
+            "gpu" => ("recipes/gpu.toml".to_string(), include_str!("../recipes/gpu.toml").to_string()),
+            path => {
+                let text = std::fs::read_to_string(Path::new(path)).map_err(|source| RecipeError::Io { path: path.to_string(), source })?;
+                (path.to_string(), text)
+            }
+        };
+        let recipe: Recipe = toml::from_str(&text).map_err(|e| RecipeError::Invalid { path: origin.clone(), reason: e.to_string() })?;
+        recipe.validate().map_err(|reason| RecipeError::Invalid { path: origin, reason })?;
+        Ok(recipe)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.batch_size < 2 {
+            return Err("batch_size must be at least 2 (contrastive tasks need in-batch negatives)".into());
+        }
+        if self.steps == 0 || self.checkpoint_every == 0 {
+            return Err("steps and checkpoint_every must be positive".into());
+        }
+        if self.max_text_tokens < 3 {
+            return Err("max_text_tokens must leave room for [CLS], a word and [SEP]".into());
+        }
+        if self.bf16 && self.device == "cpu" {
+            return Err("bf16 autocast is for CUDA; set bf16 = false with device = \"cpu\"".into());
+        }
+        if !["cpu", "cuda", "auto"].contains(&self.device.as_str()) {
+            return Err(format!("device `{}`: expected cpu, cuda or auto", self.device));
+        }
+        crate::pretext::TaskSampler::new(&self.tasks).map(|_| ())
+    }
+
+    pub fn device(&self) -> tch::Device {
+        match self.device.as_str() {
+            "cpu" => tch::Device::Cpu,
+            "cuda" => tch::Device::Cuda(0),
+            _ => tch::Device::cuda_if_available(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_recipes_are_valid_and_differ_where_they_should() {
+        let cpu = Recipe::load("cpu").unwrap();
+        let gpu = Recipe::load("gpu").unwrap();
+        assert_eq!((cpu.image_encoder, gpu.image_encoder), (ImageEncoderMode::Frozen, ImageEncoderMode::Trained));
+        assert!(gpu.bf16 && !cpu.bf16);
+        assert_eq!(gpu.batch_size, 256);
+        assert_eq!(gpu.tasks, Task::paper_probabilities());
+        assert_eq!(cpu.tasks.len(), 6);
+    }
+
+    #[test]
+    fn a_bad_recipe_names_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        let text = include_str!("../recipes/cpu.toml").replace("batch_size = 32", "batch_size = 1");
+        std::fs::write(&path, text).unwrap();
+        let message = Recipe::load(path.to_str().unwrap()).unwrap_err().to_string();
+        assert!(message.contains("r.toml") && message.contains("batch_size"), "{message}");
+        std::fs::write(&path, "name = 3").unwrap();
+        assert!(Recipe::load(path.to_str().unwrap()).unwrap_err().to_string().contains("r.toml"));
+    }
+}
