@@ -70,8 +70,8 @@ fn test(root: &Path) -> Result<()> {
     let mut steps = Steps::new("test", 4);
 
     let mut summary = None;
-    steps.step("cargo test --workspace", || {
-        let s = util::cargo_test(cmd(util::cargo()).args(["test", "--workspace"]))?;
+    steps.step("cargo test --workspace --no-fail-fast", || {
+        let s = util::cargo_test(cmd(util::cargo()).args(["test", "--workspace", "--no-fail-fast"]))?;
         let line = s.to_string();
         summary = Some(s);
         Ok(line)

@@ -180,10 +180,16 @@ fn pip_install(py: &Path, flags: &[&str], packages: &[&str]) -> Result<()> {
         let mut c = cmd(py);
         base(&mut c);
         c.arg("--no-index").arg("--find-links").arg(&dir).args(packages);
-        if run(&mut c).is_ok() {
-            return Ok(());
+        println!("  $ {} (local wheels only)", crate::util::describe(&c));
+        match output_checked(&mut c) {
+            Ok(out) => {
+                if let Some(last) = out.lines().last() {
+                    println!("  {last}");
+                }
+                return Ok(());
+            }
+            Err(_) => println!("  (not all of them in {}; using the package index)", dir.display()),
         }
-        println!("  (not all of them in {}; using the package index)", dir.display());
     }
     let mut c = cmd(py);
     base(&mut c);

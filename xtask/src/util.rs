@@ -76,7 +76,7 @@ pub fn cmd(program: impl AsRef<OsStr>) -> Command {
     Command::new(program)
 }
 
-fn describe(command: &Command) -> String {
+pub fn describe(command: &Command) -> String {
     let mut parts = vec![command.get_program().to_string_lossy().into_owned()];
     parts.extend(command.get_args().map(|a| a.to_string_lossy().into_owned()));
     parts.join(" ")
