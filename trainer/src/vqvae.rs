@@ -6,9 +6,28 @@
 //! the same 32×32 patch as one visual token of the image encoder; MPFC predicts
 //! the codes of masked patches.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
+
+pub const WEIGHTS_FILE: &str = "vqvae.safetensors";
+pub const CONFIG_FILE: &str = "vqvae.json";
+
+/// A tokenizer file that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("image tokenizer {}: {reason} (train one with `vitrine-train vqvae`)", path.display())]
+pub struct VqVaeError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl VqVaeError {
+    fn new(path: &Path, reason: impl std::fmt::Display) -> Self {
+        VqVaeError { path: path.to_path_buf(), reason: reason.to_string() }
+    }
+}
 
 /// Shape and training constants of the tokenizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +71,7 @@ impl Encoder {
 
 impl Module for Encoder {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.convs.iter().fold(x.shallow_clone(), |h, conv| conv.forward(&h).relu());
+        let h = self.convs.iter().fold(x.shallow_clone(), |h, conv| conv.forward(&h).leaky_relu());
         self.to_code.forward(&h)
     }
 }
@@ -81,12 +100,12 @@ impl Decoder {
 impl Module for Decoder {
     fn forward(&self, z: &Tensor) -> Tensor {
         let last = self.deconvs.len() - 1;
-        self.deconvs.iter().enumerate().fold(self.from_code.forward(z).relu(), |h, (i, deconv)| {
+        self.deconvs.iter().enumerate().fold(self.from_code.forward(z).leaky_relu(), |h, (i, deconv)| {
             let h = deconv.forward(&h);
             if i == last {
                 h
             } else {
-                h.relu()
+                h.leaky_relu()
             }
         })
     }
@@ -166,6 +185,9 @@ pub struct VqVaeStep {
 #[derive(Debug)]
 pub struct VqVae {
     pub config: VqVaeConfig,
+    /// FNV-1a of the weights file it was loaded from (0 when freshly built):
+    /// names the caches of codes computed with it.
+    fingerprint: u64,
     encoder: Encoder,
     codebook: EmaCodebook,
     decoder: Decoder,
@@ -178,7 +200,38 @@ impl VqVae {
             codebook: EmaCodebook::new(vs / "codebook", &config),
             decoder: Decoder::new(vs / "decoder", &config),
             config,
+            fingerprint: 0,
         }
+    }
+
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Loads a tokenizer saved by [`VqVae::save`] from `dir` into `vs`.
+    pub fn load(vs: &mut nn::VarStore, dir: &Path) -> Result<VqVae, VqVaeError> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path).map_err(|e| VqVaeError::new(&config_path, e))?;
+        let config: VqVaeConfig = serde_json::from_str(&text).map_err(|e| VqVaeError::new(&config_path, e))?;
+        let mut model = VqVae::new(&vs.root(), config);
+        let weights = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights).map_err(|e| VqVaeError::new(&weights, e))?;
+        vs.load(&weights).map_err(|e| VqVaeError::new(&weights, e))?;
+        model.fingerprint = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        Ok(model)
+    }
+
+    /// Saves the weights and config into `dir`, each through a temporary file.
+    pub fn save(&self, vs: &nn::VarStore, dir: &Path) -> Result<(), VqVaeError> {
+        std::fs::create_dir_all(dir).map_err(|e| VqVaeError::new(dir, e))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let tmp = dir.join("vqvae.tmp.safetensors");
+        vs.save(&tmp).map_err(|e| VqVaeError::new(&weights, e))?;
+        std::fs::rename(&tmp, &weights).map_err(|e| VqVaeError::new(&weights, e))?;
+        let config = dir.join(CONFIG_FILE);
+        let tmp = dir.join("vqvae.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&self.config).expect("config serialises")).map_err(|e| VqVaeError::new(&config, e))?;
+        std::fs::rename(&tmp, &config).map_err(|e| VqVaeError::new(&config, e))
     }
 
     /// Encoder output as rows: [B, D, h, w] → ([B·h·w, D], grid shape).
@@ -254,7 +307,19 @@ mod tests {
             last = step.reconstruction_loss.double_value(&[]);
         }
         assert!(last < first * 0.5, "reconstruction loss {first} → {last}");
-        // Codes are deterministic for a given image.
-        assert!(vq.encode(&images).equal(&vq.encode(&images)));
+        // Codes are deterministic for a given image, and survive save and load.
+        let codes = vq.encode(&images);
+        assert!(codes.equal(&vq.encode(&images)));
+        let dir = tempfile::tempdir().unwrap();
+        vq.save(&vs, dir.path()).unwrap();
+        let mut loaded_vs = nn::VarStore::new(tch::Device::Cpu);
+        let loaded = VqVae::load(&mut loaded_vs, dir.path()).unwrap();
+        assert!(loaded.encode(&images).equal(&codes));
+        assert_ne!(loaded.fingerprint(), 0);
+        let weights = dir.path().join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights).unwrap();
+        std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+        let message = VqVae::load(&mut nn::VarStore::new(tch::Device::Cpu), dir.path()).unwrap_err().to_string();
+        assert!(message.contains("vqvae.safetensors"), "{message}");
     }
 }

@@ -1,0 +1,183 @@
+//! Turns a catalog into a [`PretrainSet`]: the train split's texts tokenised,
+//! pseudo-attributes mined, image tokenizer codes and (for a frozen image
+//! encoder) feature maps computed once and cached in the run folder.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use tch::{nn, Device, Kind, Tensor};
+use vitrine_core::catalog::{Catalog, Split};
+use vitrine_core::text::Tokenizer;
+
+use crate::data::{ImageSource, PretrainSet};
+use crate::image::ImageTransform;
+use crate::masking::MaskTokens;
+use crate::model::efficientnet::{self, EfficientNet};
+use crate::pac::PacVocabulary;
+use crate::recipe::{ImageEncoderMode, Recipe};
+use crate::vqvae::VqVae;
+
+/// Errors of preparing the training data; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("the catalog has no train items with an image (is there a split file?)")]
+    NoTrainItems,
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Text(#[from] vitrine_core::text::TextError),
+    #[error("image encoder weights {path}: {reason} (run `cargo xtask setup` to fetch them)")]
+    Weights { path: PathBuf, reason: String },
+    #[error("feature cache {path}: {source}")]
+    Cache { path: PathBuf, source: tch::TchError },
+    #[error("the tokenizer has no `{0}` token")]
+    MissingToken(&'static str),
+}
+
+/// The train examples: catalog item indices, in a fixed order.
+pub fn train_examples(catalog: &Catalog, recipe: &Recipe) -> Vec<usize> {
+    let mut items: Vec<usize> = catalog.items_in(Split::Train).filter(|(_, it)| !it.images.is_empty()).map(|(i, _)| i).collect();
+    if let Some(limit) = recipe.max_examples.filter(|&m| m < items.len()) {
+        items.shuffle(&mut ChaCha8Rng::seed_from_u64(recipe.seed));
+        items.truncate(limit);
+        items.sort_unstable();
+    }
+    items
+}
+
+/// The first image of each example, as a file path.
+pub fn first_photos(catalog: &Catalog, examples: &[usize]) -> Vec<PathBuf> {
+    examples.iter().map(|&i| catalog.image_path(&catalog.items[i].images[0]).unwrap_or_default()).collect()
+}
+
+pub(crate) fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64).with_message(what.to_string());
+    bar.set_style(ProgressStyle::with_template("{msg:>24} {bar:30} {pos}/{len} {per_sec} eta {eta}").expect("valid template"));
+    bar
+}
+
+/// Loads the eval view (resize, centre crop) of `paths` in parallel: `[B, 3, 224, 224]`.
+pub fn load_eval_batch(paths: &[PathBuf], transform: &ImageTransform) -> Result<Tensor, crate::image::ImageError> {
+    let images = paths.par_iter().map(|p| transform.eval(p)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Tensor::stack(&images, 0))
+}
+
+/// Per-example image tensors computed in batches from the eval view of each
+/// photo: feature maps of the frozen encoder (`[N, C, 7, 7]`, f16) and/or
+/// image tokenizer codes (`[N, 49]`). Cached in `cache` under a name that
+/// encodes the photo list, so a resumed or repeated run skips the work.
+fn image_tensors(
+    photos: &[PathBuf],
+    encoder: Option<&EfficientNet>,
+    tokenizer: Option<&VqVae>,
+    cache: &Path,
+    device: Device,
+) -> Result<(Option<Tensor>, Option<Tensor>), PrepareError> {
+    let key = fingerprint(photos, encoder.is_some(), tokenizer.map(|t| t.fingerprint()));
+    let path = cache.join(format!("images-{key:016x}.safetensors"));
+    let cache_err = |source| PrepareError::Cache { path: path.clone(), source };
+    if path.is_file() {
+        let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path).map_err(cache_err)?.into_iter().collect();
+        return Ok((tensors.get("features").map(Tensor::shallow_clone), tensors.get("codes").map(Tensor::shallow_clone)));
+    }
+    let transform = ImageTransform::default();
+    let (mut features, mut codes) = (Vec::new(), Vec::new());
+    let bar = progress(photos.len(), "encoding catalog photos");
+    for chunk in photos.chunks(32) {
+        let images = load_eval_batch(chunk, &transform)?.to_device(device);
+        tch::no_grad(|| {
+            if let Some(encoder) = encoder {
+                features.push(encoder.forward_features(&images, false).to_kind(Kind::Half).to_device(Device::Cpu));
+            }
+            if let Some(tokenizer) = tokenizer {
+                codes.push(tokenizer.encode(&images).to_device(Device::Cpu));
+            }
+        });
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let features = (!features.is_empty()).then(|| Tensor::cat(&features, 0));
+    let codes = (!codes.is_empty()).then(|| Tensor::cat(&codes, 0));
+    std::fs::create_dir_all(cache).map_err(|e| cache_err(tch::TchError::Io(e)))?;
+    let named: Vec<(&str, &Tensor)> = [("features", features.as_ref()), ("codes", codes.as_ref())].into_iter().filter_map(|(n, t)| Some((n, t?))).collect();
+    let tmp = path.with_extension("tmp");
+    Tensor::write_safetensors(&named, &tmp).map_err(cache_err)?;
+    std::fs::rename(&tmp, &path).map_err(|e| cache_err(tch::TchError::Io(e)))?;
+    Ok((features, codes))
+}
+
+/// FNV-1a over the photo paths and what is computed from them.
+fn fingerprint(photos: &[PathBuf], features: bool, tokenizer: Option<u64>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for p in photos {
+        eat(p.as_os_str().as_encoded_bytes());
+        eat(&[0]);
+    }
+    eat(&[u8::from(features)]);
+    eat(&tokenizer.unwrap_or(0).to_le_bytes());
+    hash
+}
+
+/// Loads the ImageNet-pretrained EfficientNet-Lite0 feature extractor.
+pub fn load_image_encoder(vs: &nn::VarStore, root: &nn::Path, weights: &Path) -> Result<EfficientNet, PrepareError> {
+    let encoder = EfficientNet::new(root, &efficientnet::Config::lite0_features());
+    let prefix = root.components().collect::<Vec<_>>().join(".");
+    efficientnet::load_safetensors(vs, weights, &prefix)
+        .map_err(|e| PrepareError::Weights { path: weights.to_path_buf(), reason: e.to_string() })?;
+    Ok(encoder)
+}
+
+/// Builds the training set of `recipe` from `catalog`.
+pub fn pretrain_set(
+    catalog: &Catalog,
+    recipe: &Recipe,
+    tokenizer: &Tokenizer,
+    image_weights: &Path,
+    image_tokenizer: Option<&VqVae>,
+    cache: &Path,
+    device: Device,
+) -> Result<(PretrainSet, PacVocabulary), PrepareError> {
+    let examples = train_examples(catalog, recipe);
+    if examples.is_empty() {
+        return Err(PrepareError::NoTrainItems);
+    }
+    let encodings = examples.iter().map(|&i| tokenizer.encode(&catalog.items[i].text())).collect::<Result<Vec<_>, _>>()?;
+    let vocabulary = PacVocabulary::mine(examples.iter().map(|&i| &catalog.items[i]), &recipe.pac);
+    let attributes = examples.iter().map(|&i| vocabulary.attributes_of(&catalog.items[i])).collect();
+    let photos = first_photos(catalog, &examples);
+    let frozen = recipe.image_encoder == ImageEncoderMode::Frozen;
+    let encoder_vs = nn::VarStore::new(device);
+    let encoder = if frozen { Some(load_image_encoder(&encoder_vs, &(encoder_vs.root() / "image_encoder"), image_weights)?) } else { None };
+    let (features, codes) = image_tensors(&photos, encoder.as_ref(), image_tokenizer, cache, device)?;
+    let images = match features {
+        Some(features) => ImageSource::Features(features),
+        None => ImageSource::Photos {
+            views: examples
+                .iter()
+                .map(|&i| catalog.items[i].images.iter().filter_map(|image| catalog.image_path(image)).collect())
+                .collect(),
+            transform: ImageTransform::default(),
+        },
+    };
+    let token = |t: &'static str| tokenizer.token_to_id(t).map(i64::from).ok_or(PrepareError::MissingToken(t));
+    let set = PretrainSet {
+        encodings,
+        images,
+        codes,
+        attributes,
+        attribute_count: vocabulary.len(),
+        mask_tokens: MaskTokens { mask: token("[MASK]")?, vocab_size: tokenizer.vocab_size() as i64 },
+        pad_id: token("[PAD]")?,
+    };
+    Ok((set, vocabulary))
+}
