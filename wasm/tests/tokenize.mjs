@@ -2,10 +2,12 @@
 // MiniLM's tokenizer.json gives the reference ids.
 //
 // Usage: node wasm/tests/tokenize.mjs PKG_DIR TOKENIZER_JSON
-//   PKG_DIR: output of `wasm-bindgen --target nodejs` (cargo xtask test uses target/wasm-node)
+//   PKG_DIR: output of `wasm-bindgen --target nodejs` (cargo xtask test: target/wasm-node)
+//            or `--target web` (cargo xtask demo: www/pkg)
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import assert from "node:assert/strict";
 
 const [pkgDir, tokenizerPath] = process.argv.slice(2);
@@ -14,8 +16,17 @@ if (!pkgDir || !tokenizerPath) {
   process.exit(2);
 }
 
-const require = createRequire(import.meta.url);
-const { Tokenizer } = require(resolve(pkgDir, "vitrine_wasm.js"));
+// `wasm-bindgen --target nodejs` writes CommonJS that loads the module itself;
+// `--target web` writes an ES module whose initSync takes the module's bytes.
+const entry = resolve(pkgDir, "vitrine_wasm.js");
+let Tokenizer;
+if (readFileSync(entry, "utf8").includes("export function initSync")) {
+  const pkg = await import(pathToFileURL(entry).href);
+  pkg.initSync({ module: readFileSync(resolve(pkgDir, "vitrine_wasm_bg.wasm")) });
+  Tokenizer = pkg.Tokenizer;
+} else {
+  Tokenizer = createRequire(import.meta.url)(entry).Tokenizer;
+}
 
 const tokenizer = new Tokenizer(readFileSync(tokenizerPath));
 const cases = [
@@ -29,4 +40,4 @@ for (const [text, expected] of cases) {
 assert.equal(tokenizer.vocabSize, 30522);
 assert.throws(() => new Tokenizer(new TextEncoder().encode("{ not json")), /tokenizer\.json/);
 
-console.log(`wasm smoke test passed: "a black dress" → [${tokenizer.encode("a black dress").join(", ")}] (vocabulary ${tokenizer.vocabSize})`);
+console.log(`wasm smoke test passed (${pkgDir}): "a black dress" → [${tokenizer.encode("a black dress").join(", ")}] (vocabulary ${tokenizer.vocabSize})`);

@@ -13,7 +13,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::util::{cmd, run, Steps};
@@ -103,7 +103,7 @@ fn build_wasm() -> Result<()> {
 
 fn demo(root: &Path) -> Result<()> {
     let tools = setup::setup(root, false)?;
-    let mut steps = Steps::new("demo", 3);
+    let mut steps = Steps::new("demo", 4);
     steps.step("cargo build --workspace --release", || {
         run(cmd(util::cargo()).args(["build", "--workspace", "--release"]))?;
         Ok(String::new())
@@ -121,14 +121,38 @@ fn demo(root: &Path) -> Result<()> {
         let after = std::fs::metadata(&wasm_file)?.len();
         Ok(format!("{}: {} → {} after wasm-opt", wasm_file.display(), util::bytes(before), util::bytes(after)))
     })?;
+    steps.step("check the optimised www/pkg in node (wasm/tests/tokenize.mjs)", || {
+        run(cmd("node").arg("wasm/tests/tokenize.mjs").arg(&pkg).arg(root.join(setup::MINILM_DIR).join("tokenizer.json")))?;
+        Ok(String::new())
+    })?;
 
     println!("demo: built");
-    println!("  - native tools: target/release/vitrine (catalog command line) and the trainer library");
-    println!("  - browser package: www/pkg (vitrine_wasm.js + vitrine_wasm_bg.wasm: the Tokenizer API)");
+    for bin in workspace_binaries()? {
+        let path = root.join("target/release").join(&bin);
+        if path.is_file() {
+            println!("  - {}", util::size_note(&path));
+        }
+    }
+    println!("  - browser package www/pkg: vitrine_wasm.js + {} (the Tokenizer API)", util::size_note(&wasm_file));
     println!("  - models: {} and {}", setup::MINILM_DIR, setup::EFFNET_FILE);
     println!("demo: training, index building and the demo store page are not part of this demo yet");
-    if !wasm_file.exists() {
-        bail!("{} was not produced", wasm_file.display());
-    }
     Ok(())
+}
+
+/// Names of the workspace's binaries (xtask aside), from `cargo metadata`.
+fn workspace_binaries() -> Result<Vec<String>> {
+    let json = util::output_checked(cmd(util::cargo()).args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let meta: serde_json::Value = serde_json::from_str(&json).context("cargo metadata output is not JSON")?;
+    let mut bins = Vec::new();
+    for package in meta["packages"].as_array().into_iter().flatten() {
+        if package["name"] == "xtask" {
+            continue;
+        }
+        for target in package["targets"].as_array().into_iter().flatten() {
+            if target["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")) {
+                bins.extend(target["name"].as_str().map(str::to_string));
+            }
+        }
+    }
+    Ok(bins)
 }
