@@ -20,7 +20,7 @@ if (!pkgDir || !tokenizerPath) {
 // `--target web` writes an ES module whose initSync takes the module's bytes.
 const entry = resolve(pkgDir, "vitrine_wasm.js");
 let Tokenizer;
-if (readFileSync(entry, "utf8").includes("export function initSync")) {
+if (/^export\b/m.test(readFileSync(entry, "utf8"))) {
   const pkg = await import(pathToFileURL(entry).href);
   pkg.initSync({ module: readFileSync(resolve(pkgDir, "vitrine_wasm_bg.wasm")) });
   Tokenizer = pkg.Tokenizer;
