@@ -98,6 +98,9 @@ fn image_tensors(
             }
         });
         bar.inc(chunk.len() as u64);
+        if bar.is_hidden() && bar.position() % 1024 < 32 {
+            tracing::info!(done = bar.position(), of = photos.len(), "encoding catalog photos");
+        }
     }
     bar.finish_and_clear();
     let features = (!features.is_empty()).then(|| Tensor::cat(&features, 0));

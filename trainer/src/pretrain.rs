@@ -210,6 +210,9 @@ pub fn pretrain(catalog: &Catalog, recipe: &Recipe, paths: &ModelPaths, run_dir:
         writeln!(metrics_file, "{}", serde_json::to_string(&line).expect("metrics serialise")).map_err(file_err(&metrics_path))?;
         bar.set_message(format!("step {} {} {:.3}", step + 1, task.name(), loss_value));
         bar.inc(1);
+        if bar.is_hidden() && (step + 1) % 10 == 0 {
+            tracing::info!(step = step + 1, of = recipe.steps, task = task.name(), loss = loss_value, samples_per_s = line.samples_per_s, "pretraining");
+        }
         let done = step + 1;
         if done % recipe.checkpoint_every == 0 || done == recipe.steps {
             metrics_file.flush().map_err(file_err(&metrics_path))?;
@@ -307,6 +310,9 @@ pub fn train_vqvae(catalog: &Catalog, recipe: &Recipe, out: &Path) -> Result<(f6
         first.get_or_insert(last);
         bar.set_message(format!("recon {last:.4} codes used {:.0}%", out_step.code_usage * 100.0));
         bar.inc(1);
+        if bar.is_hidden() && (step + 1) % 25 == 0 {
+            tracing::info!(step = step + 1, of = recipe.vqvae.steps, reconstruction = last, code_usage = out_step.code_usage, "training image tokenizer");
+        }
     }
     bar.finish_and_clear();
     vq.save(&vs, out)?;
