@@ -13,7 +13,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::util::{cmd, run, Steps};
@@ -68,33 +68,50 @@ const WASM_ARTIFACT: &str = "target/wasm32-unknown-unknown/release/vitrine_wasm.
 fn test(root: &Path) -> Result<()> {
     let tools = setup::setup(root, false)?;
     let mut steps = Steps::new("test", 4);
+    // Every part runs even when an earlier one fails; the failures are listed at the end.
+    let mut failures = Vec::new();
 
-    let mut summary = None;
-    steps.step("cargo test --workspace --no-fail-fast", || {
-        let s = util::cargo_test(cmd(util::cargo()).args(["test", "--workspace", "--no-fail-fast"]))?;
-        let line = s.to_string();
-        summary = Some(s);
-        Ok(line)
-    })?;
-    steps.step(&format!("build vitrine-wasm for {WASM_TARGET} (release)"), || {
-        build_wasm()?;
-        Ok(util::size_note(&root.join(WASM_ARTIFACT)))
-    })?;
-    let out_dir = root.join("target/wasm-node");
-    steps.step("wasm-bindgen --target nodejs into target/wasm-node", || {
-        run(cmd(&tools.wasm_bindgen).args(["--target", "nodejs", "--out-dir"]).arg(&out_dir).arg(WASM_ARTIFACT))?;
-        Ok(String::new())
-    })?;
-    steps.step("WebAssembly smoke test in node (wasm/tests/tokenize.mjs)", || {
-        run(cmd("node").arg("wasm/tests/tokenize.mjs").arg(&out_dir).arg(root.join(setup::MINILM_DIR).join("tokenizer.json")))?;
-        Ok(String::new())
-    })?;
-
-    if let Some(s) = summary {
-        println!("cargo test: {s}");
+    let mut summary = String::from("did not run");
+    let cargo_result = steps.step("cargo test --workspace --no-fail-fast", || {
+        let result = util::cargo_test(cmd(util::cargo()).args(["test", "--workspace", "--no-fail-fast"]));
+        summary = match &result {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        result.map(|s| s.to_string())
+    });
+    if let Err(e) = cargo_result {
+        eprintln!("error: {e:#}");
+        failures.push("cargo test --workspace");
     }
-    println!("all tests passed");
-    Ok(())
+
+    let out_dir = root.join("target/wasm-node");
+    let mut wasm = || -> Result<()> {
+        steps.step(&format!("build vitrine-wasm for {WASM_TARGET} (release)"), || {
+            build_wasm()?;
+            Ok(util::size_note(&root.join(WASM_ARTIFACT)))
+        })?;
+        steps.step("wasm-bindgen --target nodejs into target/wasm-node", || {
+            run(cmd(&tools.wasm_bindgen).args(["--target", "nodejs", "--out-dir"]).arg(&out_dir).arg(WASM_ARTIFACT))?;
+            Ok(String::new())
+        })?;
+        steps.step("WebAssembly smoke test in node (wasm/tests/tokenize.mjs)", || {
+            run(cmd("node").arg("wasm/tests/tokenize.mjs").arg(&out_dir).arg(root.join(setup::MINILM_DIR).join("tokenizer.json")))?;
+            Ok(String::new())
+        })
+    };
+    if let Err(e) = wasm() {
+        eprintln!("error: {e:#}");
+        failures.push("WebAssembly smoke test");
+    }
+
+    println!("cargo test: {summary}");
+    if failures.is_empty() {
+        println!("all tests passed");
+        Ok(())
+    } else {
+        bail!("tests failed: {}", failures.join(", "))
+    }
 }
 
 fn build_wasm() -> Result<()> {
