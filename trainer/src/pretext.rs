@@ -210,4 +210,19 @@ mod tests {
         assert!((share(Task::Pac) - 0.15 / 0.85).abs() < 0.01);
         assert!(TaskSampler::new(&[(Task::Itc, 0.0)].into()).is_err());
     }
+
+    #[test]
+    fn per_step_draws_follow_the_probabilities() {
+        // Training draws each step's task from a fresh RNG seeded by (seed, step).
+        let sampler = TaskSampler::new(&Task::paper_probabilities()).unwrap();
+        let mut counts: BTreeMap<Task, usize> = BTreeMap::new();
+        let n = 20_000;
+        for step in 0..n {
+            *counts.entry(sampler.sample(&mut crate::data::step_rng(7, step))).or_default() += 1;
+        }
+        for (task, p) in Task::paper_probabilities() {
+            let share = counts[&task] as f64 / n as f64;
+            assert!((share - p).abs() < 0.015, "{} drawn {share:.3}, expected {p}", task.name());
+        }
+    }
 }

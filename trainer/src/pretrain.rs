@@ -106,7 +106,11 @@ pub fn optimizer_config(recipe: &Recipe) -> AdamWConfig {
     AdamWConfig {
         lr: recipe.lr,
         weight_decay: recipe.weight_decay,
-        schedule: LrSchedule { warmup_steps: recipe.warmup_steps, decay_steps: recipe.decay_steps.clone(), decay_factor: recipe.decay_factor },
+        schedule: LrSchedule {
+            warmup_steps: recipe.warmup_steps,
+            decay_steps: recipe.decay_steps.clone(),
+            decay_factor: recipe.decay_factor,
+        },
         groups: ParamGroups { lr_rules: recipe.lr_multipliers.iter().map(|(p, m)| LrRule::new(p.clone(), *m)).collect() },
         ..Default::default()
     }
@@ -123,8 +127,16 @@ pub fn checkpoint_config(bert: &BertConfig, fashionvil: &FashionVilConfig, vocab
 
 /// Pretrains on the train split of `catalog` into `run_dir`; with `resume`,
 /// continues from the newest complete checkpoint there.
-pub fn pretrain(catalog: &Catalog, recipe: &Recipe, paths: &ModelPaths, run_dir: &Path, resume: bool) -> Result<PretrainSummary, PretrainError> {
+pub fn pretrain(
+    catalog: &Catalog,
+    recipe: &Recipe,
+    paths: &ModelPaths,
+    run_dir: &Path,
+    resume: bool,
+) -> Result<PretrainSummary, PretrainError> {
     let device = recipe.device();
+    // The heads' random initialisation draws from libtorch's generator.
+    tch::manual_seed(recipe.seed as i64);
     std::fs::create_dir_all(run_dir).map_err(file_err(run_dir))?;
     let sampler = TaskSampler::new(&recipe.tasks).map_err(|reason| PretrainError::File { path: run_dir.join("recipe"), reason })?;
     let tokenizer_path = paths.bert.join("tokenizer.json");
@@ -206,17 +218,37 @@ pub fn pretrain(catalog: &Catalog, recipe: &Recipe, paths: &ModelPaths, run_dir:
         let grad_norm = optimizer.clip_grad_norm(&vs, recipe.clip_norm)?;
         let lr = optimizer.lr();
         optimizer.step(&vs)?;
-        let line = StepMetrics { step, task, loss: loss_value, lr, grad_norm, samples_per_s: batch_size as f64 / step_started.elapsed().as_secs_f64() };
+        let line = StepMetrics {
+            step,
+            task,
+            loss: loss_value,
+            lr,
+            grad_norm,
+            samples_per_s: batch_size as f64 / step_started.elapsed().as_secs_f64(),
+        };
         writeln!(metrics_file, "{}", serde_json::to_string(&line).expect("metrics serialise")).map_err(file_err(&metrics_path))?;
         bar.set_message(format!("step {} {} {:.3}", step + 1, task.name(), loss_value));
         bar.inc(1);
         if bar.is_hidden() && (step + 1) % 10 == 0 {
-            tracing::info!(step = step + 1, of = recipe.steps, task = task.name(), loss = loss_value, samples_per_s = line.samples_per_s, "pretraining");
+            tracing::info!(
+                step = step + 1,
+                of = recipe.steps,
+                task = task.name(),
+                loss = loss_value,
+                samples_per_s = line.samples_per_s,
+                "pretraining"
+            );
         }
         let done = step + 1;
         if done % recipe.checkpoint_every == 0 || done == recipe.steps {
             metrics_file.flush().map_err(file_err(&metrics_path))?;
-            let state = TrainerState { step: done, epoch, position: position as u64 + 1, rng: [("seed".to_string(), recipe.seed)].into(), ..Default::default() };
+            let state = TrainerState {
+                step: done,
+                epoch,
+                position: position as u64 + 1,
+                rng: [("seed".to_string(), recipe.seed)].into(),
+                ..Default::default()
+            };
             last_checkpoint = Some(checkpointer.save(done, &vs, &optimizer, &config_json, Some(&tokenizer_path), &state)?);
         }
     }
@@ -245,7 +277,8 @@ fn keep_metrics_before(path: &Path, start: u64) -> Result<(), PretrainError> {
     if !path.is_file() {
         return Ok(());
     }
-    let kept: Vec<String> = read_metrics(path)?.into_iter().filter(|m| m.step < start).map(|m| serde_json::to_string(&m).expect("serialises")).collect();
+    let kept: Vec<String> =
+        read_metrics(path)?.into_iter().filter(|m| m.step < start).map(|m| serde_json::to_string(&m).expect("serialises")).collect();
     let tmp = path.with_extension("jsonl.tmp");
     std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(file_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(file_err(path))
@@ -311,7 +344,13 @@ pub fn train_vqvae(catalog: &Catalog, recipe: &Recipe, out: &Path) -> Result<(f6
         bar.set_message(format!("recon {last:.4} codes used {:.0}%", out_step.code_usage * 100.0));
         bar.inc(1);
         if bar.is_hidden() && (step + 1) % 25 == 0 {
-            tracing::info!(step = step + 1, of = recipe.vqvae.steps, reconstruction = last, code_usage = out_step.code_usage, "training image tokenizer");
+            tracing::info!(
+                step = step + 1,
+                of = recipe.vqvae.steps,
+                reconstruction = last,
+                code_usage = out_step.code_usage,
+                "training image tokenizer"
+            );
         }
     }
     bar.finish_and_clear();
