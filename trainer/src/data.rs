@@ -116,10 +116,13 @@ impl PretrainSet {
                     labels.push(label);
                 }
                 let (mlm_ids, _) = self.pad(masked_ids.into_iter());
-                let labels: Vec<i64> = labels.into_iter().flat_map(|mut l| {
-                    l.resize(width, IGNORE);
-                    l
-                }).collect();
+                let labels: Vec<i64> = labels
+                    .into_iter()
+                    .flat_map(|mut l| {
+                        l.resize(width, IGNORE);
+                        l
+                    })
+                    .collect();
                 batch.mlm_ids = Some(mlm_ids.to_device(device));
                 batch.mlm_labels = Some(Tensor::from_slice(&labels).view([positions.len() as i64, width as i64]).to_device(device));
             }
@@ -189,8 +192,13 @@ impl PretrainSet {
                         .map(|(&i, &(seed_a, seed_b))| {
                             let photos = &views[i];
                             let mut local = ChaCha8Rng::seed_from_u64(if pick_other { seed_b } else { seed_a });
-                            let photo = if pick_other && photos.len() > 1 { &photos[1 + local.gen_range(0..photos.len() - 1)] } else { &photos[0] };
-                            if plain { transform.eval(photo) } else { transform.train(photo, &mut local) }
+                            let photo =
+                                if pick_other && photos.len() > 1 { &photos[1 + local.gen_range(0..photos.len() - 1)] } else { &photos[0] };
+                            if plain {
+                                transform.eval(photo)
+                            } else {
+                                transform.train(photo, &mut local)
+                            }
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     Ok(Tensor::stack(&tensors, 0))
@@ -220,7 +228,17 @@ mod tests {
         let encodings = (0..n)
             .map(|i| {
                 let len = 4 + i % 3;
-                let ids: Vec<u32> = (0..len as u32).map(|t| if t == 0 { 101 } else if t as usize == len - 1 { 102 } else { 1000 + t }).collect();
+                let ids: Vec<u32> = (0..len as u32)
+                    .map(|t| {
+                        if t == 0 {
+                            101
+                        } else if t as usize == len - 1 {
+                            102
+                        } else {
+                            1000 + t
+                        }
+                    })
+                    .collect();
                 let word_ids = (0..len).map(|t| if t == 0 || t == len - 1 { None } else { Some(t as u32 - 1) }).collect();
                 Encoding { attention_mask: vec![1; len], ids, word_ids }
             })

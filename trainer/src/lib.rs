@@ -29,7 +29,7 @@ pub mod model;
 pub mod optim;
 pub mod pac;
 pub mod prepare;
-pub mod pretrain;
 pub mod pretext;
+pub mod pretrain;
 pub mod recipe;
 pub mod vqvae;

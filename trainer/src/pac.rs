@@ -175,7 +175,8 @@ mod tests {
     #[test]
     fn too_common_words_are_not_attributes() {
         let fabric = ["linen", "wool"];
-        let items: Vec<Item> = (0..20).map(|i| item(&i.to_string(), "Cotton top", &format!("Lined with {}", fabric[i % 2]), "Black")).collect();
+        let items: Vec<Item> =
+            (0..20).map(|i| item(&i.to_string(), "Cotton top", &format!("Lined with {}", fabric[i % 2]), "Black")).collect();
         let rule = PacRule { min_df: 2, max_df_fraction: 0.6, max_words: 10, max_phrases: 10 };
         let vocab = PacVocabulary::mine(&items, &rule);
         assert!(!vocab.attributes.contains(&"cotton".to_string()), "in every item: {:?}", vocab.attributes);

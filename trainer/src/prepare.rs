@@ -106,7 +106,8 @@ fn image_tensors(
     let features = (!features.is_empty()).then(|| Tensor::cat(&features, 0));
     let codes = (!codes.is_empty()).then(|| Tensor::cat(&codes, 0));
     std::fs::create_dir_all(cache).map_err(|e| cache_err(tch::TchError::Io(e)))?;
-    let named: Vec<(&str, &Tensor)> = [("features", features.as_ref()), ("codes", codes.as_ref())].into_iter().filter_map(|(n, t)| Some((n, t?))).collect();
+    let named: Vec<(&str, &Tensor)> =
+        [("features", features.as_ref()), ("codes", codes.as_ref())].into_iter().filter_map(|(n, t)| Some((n, t?))).collect();
     let tmp = path.with_extension("tmp");
     Tensor::write_safetensors(&named, &tmp).map_err(cache_err)?;
     std::fs::rename(&tmp, &path).map_err(|e| cache_err(tch::TchError::Io(e)))?;

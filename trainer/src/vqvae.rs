@@ -230,7 +230,8 @@ impl VqVae {
         std::fs::rename(&tmp, &weights).map_err(|e| VqVaeError::new(&weights, e))?;
         let config = dir.join(CONFIG_FILE);
         let tmp = dir.join("vqvae.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&self.config).expect("config serialises")).map_err(|e| VqVaeError::new(&config, e))?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(&self.config).expect("config serialises"))
+            .map_err(|e| VqVaeError::new(&config, e))?;
         std::fs::rename(&tmp, &config).map_err(|e| VqVaeError::new(&config, e))
     }
 

@@ -101,7 +101,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pretrain { common, run, vqvae, resume } => {
             let (catalog, recipe) = load(&common)?;
             let summary = pretrain(&catalog, &recipe, &model_paths(&common.models, vqvae), &run, resume)?;
-            println!("pretrained {} steps on {} examples ({:.1} samples/s), {} pseudo-attributes", summary.steps, summary.examples, summary.samples_per_s, summary.pac_attributes);
+            println!(
+                "pretrained {} steps on {} examples ({:.1} samples/s), {} pseudo-attributes",
+                summary.steps, summary.examples, summary.samples_per_s, summary.pac_attributes
+            );
             println!("{:<6} {:>6} {:>12} {:>12}", "task", "steps", "first 10%", "last 10%");
             for (task, trend) in &summary.tasks {
                 println!("{:<6} {:>6} {:>12.4} {:>12.4}", task.name(), trend.steps, trend.first_mean, trend.last_mean);

@@ -97,7 +97,8 @@ impl FashionVil {
         let h = bert.hidden_size as i64;
         let heads = root / "heads";
         FashionVil {
-            image_encoder: with_image_encoder.then(|| EfficientNet::new(&(root / "image_encoder"), &efficientnet::Config::lite0_features())),
+            image_encoder: with_image_encoder
+                .then(|| EfficientNet::new(&(root / "image_encoder"), &efficientnet::Config::lite0_features())),
             bert: TextFusionBert::new(&(root / "bert"), &(root / "fusion_bert"), bert, config.share_text_fusion),
             visual_projection: nn::linear(root / "visual_projection", config.image_channels, h, Default::default()),
             embedding_scale: root.var("embedding_scale", &[], nn::Init::Const(config.embedding_scale_init)),
@@ -196,7 +197,8 @@ mod tests {
     #[test]
     fn variable_names_follow_the_checkpoint_layout() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let config = FashionVilConfig { image_channels: 8, pac_attributes: 5, mpfc_codes: 12, share_text_fusion: false, ..Default::default() };
+        let config =
+            FashionVilConfig { image_channels: 8, pac_attributes: 5, mpfc_codes: 12, share_text_fusion: false, ..Default::default() };
         let _model = FashionVil::new(&vs.root(), &tiny_bert(), config, false);
         let names = vs.variables();
         for expected in [
