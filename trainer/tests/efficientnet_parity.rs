@@ -5,89 +5,22 @@
 //! `reference.json` the inputs (with a hash of their pixels) and their top-1
 //! classes; `fixtures/make_efficientnet_reference.py` made both. The inputs are
 //! a synthetic image defined by a formula and two H&M photos, decoded, resized
-//! and centre-cropped by this crate; the `dump_inputs` test below writes their
-//! pixels for the script.
+//! and centre-cropped by this crate; the example `efficientnet_fixture_inputs` writes
+//! their pixels for the script.
 //!
 //! The weights come from `cargo xtask setup` (`models/efficientnet-lite0/`).
 
 use std::path::Path;
 
 use tch::{nn, Device, Tensor};
-use vitrine_trainer::image::ImageTransform;
 use vitrine_trainer::model::efficientnet::{load_safetensors, Config, EfficientNet};
 
 const WEIGHTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/efficientnet-lite0/model.safetensors");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/efficientnet");
-const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/hm/images");
-/// Where `dump_inputs` writes the pixels (224×224×3 u8, row-major RGB).
-const DUMP_DIR: &str = "/tmp/vitrine-efficientnet-inputs";
+mod support;
+use support::efficientnet_inputs::*;
 
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-const SIDE: usize = 224;
 const TOLERANCE: f64 = 1e-4;
-
-/// The photos of the fixture: (input name, path under the images folder, ImageNet
-/// class). The sandal is class 774 (sandal). The necklace is 679 (necklace) only
-/// by a hair over 488 (chain) or below it, depending on the crop; on this input
-/// the reference ranks 488 first and 679 second, so the test asks for the
-/// reference's top-1 and for the named class within the top two.
-const PHOTO_INPUTS: [(&str, &str, i64); 2] = [("sandal", "080/0808648001.jpg", 774), ("necklace", "090/0908652001.jpg", 679)];
-
-/// The synthetic input: r = (7x + 3y) mod 256, g = xy mod 256, b = (255 - x + 2y) mod 256.
-fn synthetic_pixels() -> Vec<u8> {
-    let mut out = Vec::with_capacity(SIDE * SIDE * 3);
-    for y in 0..SIDE {
-        for x in 0..SIDE {
-            out.push(((x * 7 + y * 3) % 256) as u8);
-            out.push(((x * y) % 256) as u8);
-            out.push(((255 + 2 * y - x) % 256) as u8);
-        }
-    }
-    out
-}
-
-/// Row-major RGB bytes → `[3, 224, 224]`, normalised with the ImageNet statistics
-/// exactly as `ImageTransform` does (and the script, in f32).
-fn normalise(pixels: &[u8]) -> Tensor {
-    let plane = SIDE * SIDE;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, px) in pixels.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = (f32::from(px[c]) / 255.0 - IMAGENET_MEAN[c]) * (1.0 / IMAGENET_STD[c]);
-        }
-    }
-    Tensor::from_slice(&out).view([3, SIDE as i64, SIDE as i64])
-}
-
-/// The photo as the crate prepares it for evaluation at 224 pixels (shorter side
-/// resized to 224, centre crop 224), as row-major RGB bytes. The H&M photos are
-/// 224×336, so this is a plain centre crop of the decoded JPEG: no resampling.
-/// `ImageTransform` returns normalised values; the bytes are recovered exactly,
-/// which is checked by normalising them again.
-fn photo_pixels(path: &Path) -> Vec<u8> {
-    let transform = ImageTransform { resize: SIDE as u32, crop: SIDE as u32, mean: IMAGENET_MEAN, std: IMAGENET_STD };
-    let chw = transform.eval(path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(chw.size(), [3, SIDE as i64, SIDE as i64]);
-    let values = Vec::<f32>::try_from(&chw.flatten(0, -1)).unwrap();
-    let plane = SIDE * SIDE;
-    let mut pixels = vec![0u8; 3 * plane];
-    for i in 0..plane {
-        for c in 0..3 {
-            let v = (values[c * plane + i] * IMAGENET_STD[c] + IMAGENET_MEAN[c]) * 255.0;
-            pixels[i * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    let again = Vec::<f32>::try_from(&normalise(&pixels).flatten(0, -1)).unwrap();
-    assert_eq!(again, values, "the pixels of {} do not round-trip", path.display());
-    pixels
-}
-
-/// FNV-1a (64 bits) of the pixels, as the script computes it.
-fn fnv1a64(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{hash:016x}")
-}
 
 fn photos_dir() -> Option<&'static Path> {
     let dir = Path::new(PHOTOS);
@@ -167,22 +100,4 @@ fn matches_the_reference_features_and_logits() {
     // The features do not depend on the rest of the batch.
     let alone = tch::no_grad(|| net.forward_features(&batch.get(0).unsqueeze(0), false));
     assert!(max_abs_diff(&alone.get(0), &features.get(0)) <= TOLERANCE);
-}
-
-/// Writes the fixture's photo inputs to `/tmp/vitrine-efficientnet-inputs` for
-/// `fixtures/make_efficientnet_reference.py` (run with `--ignored`).
-#[test]
-#[ignore = "writes the inputs of the fixture generator"]
-fn dump_inputs() {
-    let dir = Path::new(PHOTOS);
-    assert!(dir.is_dir(), "{PHOTOS} is missing");
-    std::fs::create_dir_all(DUMP_DIR).unwrap();
-    for (name, file, _) in PHOTO_INPUTS {
-        let pixels = photo_pixels(&dir.join(file));
-        let out = Path::new(DUMP_DIR).join(format!("{name}.rgb"));
-        std::fs::write(&out, &pixels).unwrap();
-        eprintln!("{} ({} bytes, fnv1a64 {})", out.display(), pixels.len(), fnv1a64(&pixels));
-    }
-    let synthetic = synthetic_pixels();
-    eprintln!("synthetic: fnv1a64 {}", fnv1a64(&synthetic));
 }

@@ -1,0 +1,3 @@
+//! Code shared by the trainer's integration tests.
+
+pub mod efficientnet_inputs;
