@@ -3,6 +3,8 @@
 
 use tch::{Kind, Reduction, Tensor};
 
+use crate::model::bert::l2_normalize;
+
 /// Symmetric InfoNCE with in-batch negatives: row i of `a` matches row i of `b`.
 /// `a` and `b` are already normalised and scaled, so `a·bᵀ` are the logits.
 pub fn info_nce(a: &Tensor, b: &Tensor) -> Tensor {
@@ -32,18 +34,13 @@ pub const IGNORE: i64 = -100;
 /// `scale · cos(embedding, class weight)`, targets are soft (1/|attributes| on
 /// each attribute of the item), loss is the soft-target cross-entropy.
 pub fn pac(embeddings: &Tensor, class_weights: &Tensor, scale: f64, soft_targets: &Tensor) -> Tensor {
-    let logits = normalise(embeddings).matmul(&normalise(class_weights).tr()) * scale;
+    let logits = l2_normalize(embeddings).matmul(&l2_normalize(class_weights).tr()) * scale;
     soft_cross_entropy(&logits, soft_targets)
 }
 
 /// Cross-entropy against a target distribution per row.
 pub fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
     -(targets * logits.log_softmax(-1, Kind::Float)).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float)
-}
-
-/// L2-normalises the last dimension.
-pub fn normalise(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
 }
 
 /// For each row of `similarity` (image i vs text j), the hardest wrong column:
