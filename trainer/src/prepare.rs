@@ -16,7 +16,7 @@ use vitrine_core::text::Tokenizer;
 use crate::data::{ImageSource, PretrainSet};
 use crate::image::ImageTransform;
 use crate::masking::MaskTokens;
-use crate::model::efficientnet::{self, EfficientNet};
+use crate::model::image_encoder::ImageEncoder;
 use crate::pac::PacVocabulary;
 use crate::recipe::{ImageEncoderMode, Recipe};
 use crate::vqvae::VqVae;
@@ -72,7 +72,7 @@ pub fn load_eval_batch(paths: &[PathBuf], transform: &ImageTransform) -> Result<
 /// encodes the photo list, so a resumed or repeated run skips the work.
 fn image_tensors(
     photos: &[PathBuf],
-    encoder: Option<&EfficientNet>,
+    encoder: Option<&ImageEncoder>,
     tokenizer: Option<&VqVae>,
     cache: &Path,
     device: Device,
@@ -132,15 +132,6 @@ fn fingerprint(photos: &[PathBuf], features: bool, tokenizer: Option<u64>) -> u6
     hash
 }
 
-/// Loads the ImageNet-pretrained EfficientNet-Lite0 feature extractor.
-pub fn load_image_encoder(vs: &nn::VarStore, root: &nn::Path, weights: &Path) -> Result<EfficientNet, PrepareError> {
-    let encoder = EfficientNet::new(root, &efficientnet::Config::lite0_features());
-    let prefix = root.components().collect::<Vec<_>>().join(".");
-    efficientnet::load_safetensors(vs, weights, &prefix)
-        .map_err(|e| PrepareError::Weights { path: weights.to_path_buf(), reason: e.to_string() })?;
-    Ok(encoder)
-}
-
 /// Builds the training set of `recipe` from `catalog`.
 pub fn pretrain_set(
     catalog: &Catalog,
@@ -161,7 +152,14 @@ pub fn pretrain_set(
     let photos = first_photos(catalog, &examples);
     let frozen = recipe.image_encoder == ImageEncoderMode::Frozen;
     let encoder_vs = nn::VarStore::new(device);
-    let encoder = if frozen { Some(load_image_encoder(&encoder_vs, &(encoder_vs.root() / "image_encoder"), image_weights)?) } else { None };
+    let encoder = if frozen {
+        let root = encoder_vs.root() / "image_encoder";
+        let encoder = ImageEncoder::pretrained(&encoder_vs, &root, recipe.image_backbone, image_weights)
+            .map_err(|e| PrepareError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
+        Some(encoder)
+    } else {
+        None
+    };
     let (features, codes) = image_tensors(&photos, encoder.as_ref(), image_tokenizer, cache, device)?;
     let images = match features {
         Some(features) => ImageSource::Features(features),

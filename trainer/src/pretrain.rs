@@ -17,7 +17,6 @@ use vitrine_core::text::Tokenizer;
 use crate::checkpoint::{self, Checkpointer, TrainerState};
 use crate::data::{epoch_order, step_rng};
 use crate::model::bert::BertConfig;
-use crate::model::efficientnet;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
 use crate::optim::{AdamW, AdamWConfig, LrRule, LrSchedule, ParamGroups};
 use crate::pac::PacVocabulary;
@@ -34,7 +33,8 @@ pub const SUMMARY_FILE: &str = "summary.json";
 pub struct ModelPaths {
     /// A Hugging Face BERT folder: config.json, model.safetensors, tokenizer.json.
     pub bert: PathBuf,
-    /// EfficientNet-Lite0 ImageNet weights (efficientnet_pytorch names).
+    /// Image encoder weights: EfficientNet-Lite0 (efficientnet_pytorch names)
+    /// or ResNet-50 (torchvision names), as the recipe's backbone says.
     pub image_encoder: PathBuf,
     /// The image tokenizer of MPFC (from `vitrine-train vqvae`).
     pub vqvae: Option<PathBuf>,
@@ -159,6 +159,8 @@ pub fn pretrain(
     let bert_config = BertConfig::from_file(&paths.bert.join("config.json"))?;
     let model_config = FashionVilConfig {
         share_text_fusion: recipe.share_text_fusion,
+        backbone: recipe.image_backbone,
+        image_channels: recipe.image_backbone.channels(),
         pac_attributes: vocabulary.len().max(1) as i64,
         mpfc_codes: image_tokenizer.as_ref().map_or(1, |t| t.config.codebook_size),
         ..Default::default()
@@ -169,7 +171,8 @@ pub fn pretrain(
     model.bert.text().load_safetensors(&paths.bert.join("model.safetensors"))?;
     model.bert.copy_text_to_fusion()?;
     if trained_encoder {
-        efficientnet::load_safetensors(&vs, &paths.image_encoder, "image_encoder")
+        let prefix = "image_encoder";
+        crate::model::efficientnet::load_safetensors(&vs, &paths.image_encoder, prefix)
             .map_err(|e| PretrainError::ImageWeights { path: paths.image_encoder.clone(), reason: e.to_string() })?;
     }
     let mut optimizer = AdamW::new(optimizer_config(recipe))?;

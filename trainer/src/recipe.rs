@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::image_encoder::Backbone;
 use crate::pac::PacRule;
 use crate::pretext::Task;
 
@@ -43,6 +44,9 @@ pub struct Recipe {
     /// bf16 autocast of activations (CUDA only).
     pub bf16: bool,
     pub image_encoder: ImageEncoderMode,
+    /// `efficientnet-lite0` (default) or `resnet50` (weights from `--image-weights`).
+    #[serde(default)]
+    pub image_backbone: Backbone,
     pub steps: u64,
     pub batch_size: usize,
     /// Longest text in tokens, `[CLS]` and `[SEP]` included.

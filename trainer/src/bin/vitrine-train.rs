@@ -1,7 +1,7 @@
 //! `vitrine-train`: trains the image tokenizer and pretrains the FashionViL
 //! model on a catalog.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -33,6 +33,11 @@ struct Common {
     /// Folder with the pretrained weights made by `cargo xtask setup`.
     #[arg(long, default_value = "models")]
     models: PathBuf,
+    /// Image encoder weights (safetensors), e.g. a ResNet-50 with torchvision
+    /// names for a recipe with `image_backbone = "resnet50"`; default: the
+    /// set-up's EfficientNet-Lite0.
+    #[arg(long)]
+    image_weights: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -87,8 +92,9 @@ fn load(common: &Common) -> Result<(catalog::Catalog, Recipe)> {
     Ok((catalog, recipe))
 }
 
-fn model_paths(models: &Path, vqvae: Option<PathBuf>) -> ModelPaths {
-    ModelPaths { bert: models.join("all-MiniLM-L6-v2"), image_encoder: models.join("efficientnet-lite0/model.safetensors"), vqvae }
+fn model_paths(common: &Common, vqvae: Option<PathBuf>) -> ModelPaths {
+    let image_encoder = common.image_weights.clone().unwrap_or_else(|| common.models.join("efficientnet-lite0/model.safetensors"));
+    ModelPaths { bert: common.models.join("all-MiniLM-L6-v2"), image_encoder, vqvae }
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -100,7 +106,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Pretrain { common, run, vqvae, resume } => {
             let (catalog, recipe) = load(&common)?;
-            let summary = pretrain(&catalog, &recipe, &model_paths(&common.models, vqvae), &run, resume)?;
+            let summary = pretrain(&catalog, &recipe, &model_paths(&common, vqvae), &run, resume)?;
             println!(
                 "pretrained {} steps on {} examples ({:.1} samples/s), {} pseudo-attributes",
                 summary.steps, summary.examples, summary.samples_per_s, summary.pac_attributes

@@ -5,7 +5,7 @@
 //!
 //! VarStore names (the checkpoint's `model.safetensors`): `bert.*` (Hugging
 //! Face names under a `bert.` prefix), `fusion_bert.*` when text and fusion are
-//! not shared, `image_encoder.*` (efficientnet_pytorch names), and our own
+//! not shared, `image_encoder.*` (efficientnet_pytorch or torchvision names), and our own
 //! `visual_projection`, `embedding_scale`, `heads.{itm,mlm,mpfc,pac}`.
 
 use serde::{Deserialize, Serialize};
@@ -13,11 +13,13 @@ use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::bert::{l2_normalize, masked_mean, BertConfig, BertModel, TextFusionBert};
-use super::efficientnet::{self, EfficientNet};
+use super::image_encoder::{Backbone, ImageEncoder};
 
 /// The parts of the model beyond BERT's own config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FashionVilConfig {
+    #[serde(default)]
+    pub backbone: Backbone,
     /// Channels of the image encoder's last feature map (1280 for Lite0).
     pub image_channels: i64,
     /// Visual tokens: the image encoder's grid (7×7).
@@ -35,7 +37,8 @@ pub struct FashionVilConfig {
 impl Default for FashionVilConfig {
     fn default() -> Self {
         FashionVilConfig {
-            image_channels: 1280,
+            backbone: Backbone::EfficientnetLite0,
+            image_channels: Backbone::EfficientnetLite0.channels(),
             visual_tokens: 49,
             share_text_fusion: true,
             embedding_scale_init: 4.0,
@@ -78,7 +81,7 @@ impl MlmHead {
 pub struct FashionVil {
     pub config: FashionVilConfig,
     /// `None` when the recipe feeds cached features of a frozen image encoder.
-    pub image_encoder: Option<EfficientNet>,
+    pub image_encoder: Option<ImageEncoder>,
     pub bert: TextFusionBert,
     pub visual_projection: nn::Linear,
     pub embedding_scale: Tensor,
@@ -97,8 +100,7 @@ impl FashionVil {
         let h = bert.hidden_size as i64;
         let heads = root / "heads";
         FashionVil {
-            image_encoder: with_image_encoder
-                .then(|| EfficientNet::new(&(root / "image_encoder"), &efficientnet::Config::lite0_features())),
+            image_encoder: with_image_encoder.then(|| ImageEncoder::new(&(root / "image_encoder"), config.backbone)),
             bert: TextFusionBert::new(&(root / "bert"), &(root / "fusion_bert"), bert, config.share_text_fusion),
             visual_projection: nn::linear(root / "visual_projection", config.image_channels, h, Default::default()),
             embedding_scale: root.var("embedding_scale", &[], nn::Init::Const(config.embedding_scale_init)),

@@ -4,4 +4,5 @@
 pub mod bert;
 pub mod efficientnet;
 pub mod fashionvil;
+pub mod image_encoder;
 pub mod resnet;
