@@ -40,11 +40,25 @@ pub struct VqVaeConfig {
     pub decay: f64,
     /// Weight of the commitment loss.
     pub commitment: f64,
+    /// A code no vector chose for about this many steps is restarted.
+    #[serde(default = "default_dead_after_steps")]
+    pub dead_after_steps: u32,
+}
+
+fn default_dead_after_steps() -> u32 {
+    20
 }
 
 impl Default for VqVaeConfig {
     fn default() -> Self {
-        VqVaeConfig { channels: vec![32, 64, 128, 256, 256], code_dim: 256, codebook_size: 1024, decay: 0.99, commitment: 0.25 }
+        VqVaeConfig {
+            channels: vec![32, 64, 128, 256, 256],
+            code_dim: 256,
+            codebook_size: 1024,
+            decay: 0.99,
+            commitment: 0.25,
+            dead_after_steps: default_dead_after_steps(),
+        }
     }
 }
 
@@ -117,7 +131,12 @@ struct EmaCodebook {
     embeddings: Tensor,
     cluster_size: Tensor,
     embedding_sum: Tensor,
+    /// 0 until the first update has placed the codes on encoder outputs.
+    initialised: Tensor,
     decay: f64,
+    /// Codes whose usage average falls below this are dead: one use decays
+    /// to it after `dead_after_steps` steps without another.
+    dead_below: f64,
 }
 
 impl EmaCodebook {
@@ -125,10 +144,12 @@ impl EmaCodebook {
         let (k, d) = (config.codebook_size, config.code_dim);
         let embeddings = vs.var("embeddings", &[k, d], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
         let embeddings = embeddings.set_requires_grad(false);
-        let cluster_size = vs.zeros_no_train("cluster_size", &[k]);
+        let cluster_size = vs.ones_no_train("cluster_size", &[k]);
         let mut embedding_sum = vs.zeros_no_train("embedding_sum", &[k, d]);
         tch::no_grad(|| embedding_sum.copy_(&embeddings));
-        EmaCodebook { embeddings, cluster_size, embedding_sum, decay: config.decay }
+        let initialised = vs.zeros_no_train("initialised", &[]);
+        let dead_below = config.decay.powi(config.dead_after_steps as i32) * (1.0 - config.decay);
+        EmaCodebook { embeddings, cluster_size, embedding_sum, initialised, decay: config.decay, dead_below }
     }
 
     /// Squared distance of each row of `z` to each code: [N, D] → [N, K].
@@ -142,11 +163,33 @@ impl EmaCodebook {
         self.distances(z).argmin(1, false)
     }
 
+    /// Places `codes` (indices) on the distinct vectors of `z` that the
+    /// codebook fits worst: deterministic, unlike a random restart, and
+    /// distinct, so flat regions such as a white background do not put many
+    /// codes on one vector.
+    fn restart(&mut self, codes: &Tensor, z: &Tensor) {
+        let candidates = z.unique_dim(0, false, false, false).0;
+        let worst_fit = self.distances(&candidates).min_dim(1, false).0;
+        let (_, picks) = worst_fit.topk(codes.size()[0].min(candidates.size()[0]), 0, true, false);
+        let codes = codes.narrow(0, 0, picks.size()[0]);
+        let fresh = candidates.index_select(0, &picks);
+        let _ = self.embeddings.index_copy_(0, &codes, &fresh);
+        let _ = self.embedding_sum.index_copy_(0, &codes, &fresh);
+        let _ = self.cluster_size.index_fill_(0, &codes, 1.0);
+    }
+
     /// Moves the used codes towards the mean of the vectors assigned to them;
-    /// codes no vector chose for a long time restart at the vectors of `z` that
-    /// the codebook fits worst (deterministic, unlike a random restart).
+    /// codes no vector chose for a long time restart (see [`Self::restart`]).
+    /// The first update places every code on the data, since random codes far
+    /// from the encoder's outputs would all lose to one.
     fn update(&mut self, z: &Tensor, codes: &Tensor) {
         tch::no_grad(|| {
+            if self.initialised.double_value(&[]) == 0.0 {
+                let all = Tensor::arange(self.embeddings.size()[0], (Kind::Int64, z.device()));
+                self.restart(&all, z);
+                let _ = self.initialised.fill_(1.0);
+                return;
+            }
             let k = self.embeddings.size()[0];
             let one_hot = codes.one_hot(k).to_kind(Kind::Float);
             let counts = one_hot.sum_dim_intlist(0, false, Kind::Float);
@@ -158,16 +201,9 @@ impl EmaCodebook {
             let eps = 1e-5;
             let smoothed = (&self.cluster_size + eps) / (&n + k as f64 * eps) * &n;
             self.embeddings.copy_(&(&self.embedding_sum / smoothed.unsqueeze(1)));
-            let dead = self.cluster_size.lt(1e-3).nonzero().squeeze_dim(1);
-            let dead_count = dead.size()[0];
-            if dead_count > 0 {
-                let worst_fit = self.distances(z).min_dim(1, false).0;
-                let (_, picks) = worst_fit.topk(dead_count.min(z.size()[0]), 0, true, false);
-                let dead = dead.narrow(0, 0, picks.size()[0]);
-                let fresh = z.index_select(0, &picks);
-                let _ = self.embeddings.index_copy_(0, &dead, &fresh);
-                let _ = self.embedding_sum.index_copy_(0, &dead, &fresh);
-                let _ = self.cluster_size.index_fill_(0, &dead, 1.0);
+            let dead = self.cluster_size.lt(self.dead_below).nonzero().squeeze_dim(1);
+            if dead.size()[0] > 0 {
+                self.restart(&dead, z);
             }
         });
     }
@@ -275,7 +311,7 @@ mod tests {
     use super::*;
 
     fn small() -> VqVaeConfig {
-        VqVaeConfig { channels: vec![8, 8, 16, 16, 16], code_dim: 8, codebook_size: 16, decay: 0.9, commitment: 0.25 }
+        VqVaeConfig { channels: vec![8, 8, 16, 16, 16], code_dim: 8, codebook_size: 16, decay: 0.9, commitment: 0.25, dead_after_steps: 20 }
     }
 
     #[test]
@@ -288,25 +324,62 @@ mod tests {
         assert!(codes.min().int64_value(&[]) >= 0 && codes.max().int64_value(&[]) < 16);
     }
 
-    #[test]
-    fn training_lowers_the_reconstruction_loss() {
-        tch::manual_seed(0);
-        let vs = nn::VarStore::new(tch::Device::Cpu);
-        let mut vq = VqVae::new(&vs.root(), small());
-        let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), &vs, 3e-3).unwrap();
-        // Four fixed two-colour images: left half one colour, right half another.
+    /// Four fixed two-colour images: left half one colour, right half another
+    /// (flat regions, like a product photo's background).
+    fn two_colour_images() -> Tensor {
         let images = Tensor::zeros([4, 3, 224, 224], (Kind::Float, tch::Device::Cpu));
         for i in 0..4 {
             let _ = images.get(i).narrow(2, 0, 112).fill_(i as f64 * 0.5 - 0.75);
             let _ = images.get(i).narrow(2, 112, 112).fill_(0.75 - i as f64 * 0.4);
         }
-        let first = vq.train_step(&images).reconstruction_loss.double_value(&[]);
+        images
+    }
+
+    /// Fills every variable from a seeded RNG of this thread (uniform in
+    /// ±1/√fan-in), so the test does not depend on libtorch's global generator,
+    /// which tests running in parallel share.
+    fn deterministic_init(vs: &nn::VarStore, seed: u64) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, mut var) in variables {
+            let size = var.size();
+            let fan_in = size.iter().skip(1).product::<i64>().max(1);
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let values: Vec<f32> = (0..var.numel()).map(|_| rng.gen_range(-bound..bound) as f32).collect();
+            tch::no_grad(|| var.copy_(&Tensor::from_slice(&values).view(size.as_slice())));
+        }
+    }
+
+    /// Trains 60 steps from the initialisation of `seed`; returns the first and
+    /// last reconstruction losses.
+    fn train_60_steps(seed: u64, vs: &nn::VarStore, vq: &mut VqVae, images: &Tensor) -> (f64, f64) {
+        deterministic_init(vs, seed);
+        let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), vs, 3e-3).unwrap();
+        let first = vq.train_step(images).reconstruction_loss.double_value(&[]);
         let mut last = first;
         for _ in 0..60 {
-            let step = vq.train_step(&images);
+            let step = vq.train_step(images);
             opt.backward_step(&step.loss);
             last = step.reconstruction_loss.double_value(&[]);
         }
+        (first, last)
+    }
+
+    #[test]
+    fn training_lowers_the_reconstruction_loss() {
+        let images = two_colour_images();
+        // Several initialisations: none may get stuck at the mean image.
+        for seed in 1..4 {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let mut vq = VqVae::new(&vs.root(), small());
+            let (first, last) = train_60_steps(seed, &vs, &mut vq, &images);
+            assert!(last < first * 0.5, "seed {seed}: reconstruction loss {first} → {last}");
+        }
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let mut vq = VqVae::new(&vs.root(), small());
+        let (first, last) = train_60_steps(0, &vs, &mut vq, &images);
         assert!(last < first * 0.5, "reconstruction loss {first} → {last}");
         // Codes are deterministic for a given image, and survive save and load.
         let codes = vq.encode(&images);
