@@ -55,8 +55,8 @@ pub fn first_photos(catalog: &Catalog, examples: &[usize]) -> Vec<PathBuf> {
 }
 
 pub(crate) fn progress(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64).with_message(what.to_string());
-    bar.set_style(ProgressStyle::with_template("{msg:>24} {bar:30} {pos}/{len} {per_sec} eta {eta}").expect("valid template"));
+    let bar = ProgressBar::new(len as u64).with_prefix(what.to_string());
+    bar.set_style(ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} eta {eta} {msg}").expect("valid template"));
     bar
 }
 

@@ -188,6 +188,10 @@ pub fn pretrain(
             tracing::info!(checkpoint = %dir.display(), step = start, "resuming");
         }
     }
+    let autocast = recipe.bf16 && device != Device::Cpu;
+    if autocast {
+        tracing::warn!("mixed precision: tch 0.24 selects libtorch's default CUDA autocast type (fp16), not bf16");
+    }
     let metrics_path = run_dir.join(METRICS_FILE);
     keep_metrics_before(&metrics_path, start)?;
     let mut metrics_file = OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(file_err(&metrics_path))?;
@@ -198,6 +202,8 @@ pub fn pretrain(
     bar.set_position(start);
     let mut order: Option<(u64, Vec<usize>)> = None;
     let mut last_checkpoint = checkpointer.latest()?;
+    // The newest loss of each task, for the progress line.
+    let mut recent_loss: BTreeMap<Task, f64> = BTreeMap::new();
     let started = Instant::now();
     for step in start..recipe.steps {
         let step_started = Instant::now();
@@ -212,7 +218,7 @@ pub fn pretrain(
         tch::manual_seed((recipe.seed ^ step.wrapping_mul(0x9E37_79B9)) as i64);
         let batch = data.batch(task, positions, &mut rng, device)?;
         optimizer.zero_grad(&vs);
-        let loss = tch::autocast(recipe.bf16 && device != Device::Cpu, || model.pretext_loss(&batch, true));
+        let loss = tch::autocast(autocast, || model.pretext_loss(&batch, true));
         let loss_value = loss.double_value(&[]);
         if !loss_value.is_finite() {
             return Err(PretrainError::NonFinite { step, task, loss: loss_value });
@@ -230,7 +236,9 @@ pub fn pretrain(
             samples_per_s: batch_size as f64 / step_started.elapsed().as_secs_f64(),
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&line).expect("metrics serialise")).map_err(file_err(&metrics_path))?;
-        bar.set_message(format!("step {} {} {:.3}", step + 1, task.name(), loss_value));
+        recent_loss.insert(task, loss_value);
+        let losses: Vec<String> = recent_loss.iter().map(|(t, l)| format!("{} {l:.3}", t.name())).collect();
+        bar.set_message(format!("{} | {:.1} samples/s", losses.join(" "), line.samples_per_s));
         bar.inc(1);
         if bar.is_hidden() && (step + 1) % 10 == 0 {
             tracing::info!(

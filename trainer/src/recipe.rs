@@ -41,7 +41,9 @@ pub struct Recipe {
     pub seed: u64,
     /// `cpu`, `cuda`, or `auto` (CUDA when available).
     pub device: String,
-    /// bf16 autocast of activations (CUDA only).
+    /// Mixed-precision autocast of activations (CUDA only). The paper uses
+    /// bf16; tch 0.24 exposes only libtorch's default autocast type on CUDA
+    /// (fp16), which is what runs, and the trainer says so when it starts.
     pub bf16: bool,
     pub image_encoder: ImageEncoderMode,
     /// `efficientnet-lite0` (default) or `resnet50` (weights from `--image-weights`).
