@@ -1,0 +1,1 @@
+//! Tests across vitrine's crates live in `tests/`; this library is empty.
