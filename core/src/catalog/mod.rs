@@ -247,18 +247,6 @@ impl CatalogBuilder {
         self.bad_row(loc, problem);
     }
 
-    /// Checks a text field's size; records a bad row and returns false when it is over the limit.
-    pub fn check_field(&mut self, loc: &SourceLoc, field: &str, value: &str) -> bool {
-        if value.len() > self.options.max_field_bytes {
-            self.bad_row(
-                loc.clone(),
-                RowProblem::OversizedField { field: field.to_string(), len: value.len(), limit: self.options.max_field_bytes },
-            );
-            return false;
-        }
-        true
-    }
-
     /// Adds an item after the shared checks (id present, text present, fields
     /// within limits, id unique); returns whether it was admitted. Importers
     /// record a row's split only for admitted items.
