@@ -144,9 +144,15 @@ impl EmaCodebook {
         let (k, d) = (config.codebook_size, config.code_dim);
         let embeddings = vs.var("embeddings", &[k, d], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
         let embeddings = embeddings.set_requires_grad(false);
-        let cluster_size = vs.ones_no_train("cluster_size", &[k]);
+        // Each code starts as if chosen once (an EMA weight of 1 - decay), so a
+        // code nobody chooses is dead after `dead_after_steps`.
+        let fresh_weight = 1.0 - config.decay;
+        let mut cluster_size = vs.zeros_no_train("cluster_size", &[k]);
         let mut embedding_sum = vs.zeros_no_train("embedding_sum", &[k, d]);
-        tch::no_grad(|| embedding_sum.copy_(&embeddings));
+        tch::no_grad(|| {
+            let _ = cluster_size.fill_(fresh_weight);
+            embedding_sum.copy_(&(&embeddings * fresh_weight));
+        });
         let initialised = vs.zeros_no_train("initialised", &[]);
         let dead_below = config.decay.powi(config.dead_after_steps as i32) * (1.0 - config.decay);
         EmaCodebook { embeddings, cluster_size, embedding_sum, initialised, decay: config.decay, dead_below }
@@ -173,9 +179,10 @@ impl EmaCodebook {
         let (_, picks) = worst_fit.topk(codes.size()[0].min(candidates.size()[0]), 0, true, false);
         let codes = codes.narrow(0, 0, picks.size()[0]);
         let fresh = candidates.index_select(0, &picks);
+        let weight = 1.0 - self.decay;
         let _ = self.embeddings.index_copy_(0, &codes, &fresh);
-        let _ = self.embedding_sum.index_copy_(0, &codes, &fresh);
-        let _ = self.cluster_size.index_fill_(0, &codes, 1.0);
+        let _ = self.embedding_sum.index_copy_(0, &codes, &(&fresh * weight));
+        let _ = self.cluster_size.index_fill_(0, &codes, weight);
     }
 
     /// Moves the used codes towards the mean of the vectors assigned to them;
