@@ -9,9 +9,11 @@
 //! - [`synth`]: a small deterministic generated catalog so that every test runs
 //!   without external data.
 //! - `summary`: the counts `vitrine catalog check` prints (native only).
+//! - [`hash`]: FNV-1a, for cache names and deterministic choices.
 //! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
 
 pub mod catalog;
+pub mod hash;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod summary;
 pub mod synth;

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::catalog::{attr, BadRowPolicy, Catalog, CatalogError, Item, RowError, RowProblem, Split};
+use crate::hash::Fnv1a;
 
 /// One image-text pair: an item's image and its text.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,12 +167,7 @@ pub fn modification_text(reference: &Item, target: &Item) -> Option<String> {
 
 /// A stable per-pair number used to pick a phrasing (FNV-1a over both ids).
 fn phrasing_seed(a: &str, b: &str) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in a.bytes().chain([0]).chain(b.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash as usize
+    Fnv1a::default().write(a.as_bytes()).write(&[0]).write(b.as_bytes()).finish() as usize
 }
 
 /// "Dark Blue" → "dark blue"; "Other Pink" → "pink".

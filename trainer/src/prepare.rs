@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::{nn, Device, Kind, Tensor};
 use vitrine_core::catalog::{Catalog, Split};
+use vitrine_core::hash::Fnv1a;
 use vitrine_core::text::Tokenizer;
 
 use crate::data::{ImageSource, PretrainSet};
@@ -116,20 +117,8 @@ fn image_tensors(
 
 /// FNV-1a over the photo paths and what is computed from them.
 fn fingerprint(photos: &[PathBuf], features: bool, tokenizer: Option<u64>) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for p in photos {
-        eat(p.as_os_str().as_encoded_bytes());
-        eat(&[0]);
-    }
-    eat(&[u8::from(features)]);
-    eat(&tokenizer.unwrap_or(0).to_le_bytes());
-    hash
+    let hash = photos.iter().fold(Fnv1a::default(), |h, p| h.write(p.as_os_str().as_encoded_bytes()).write(&[0]));
+    hash.write(&[u8::from(features)]).write(&tokenizer.unwrap_or(0).to_le_bytes()).finish()
 }
 
 /// Builds the training set of `recipe` from `catalog`.

@@ -260,7 +260,7 @@ impl VqVae {
         let weights = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&weights).map_err(|e| VqVaeError::new(&weights, e))?;
         vs.load(&weights).map_err(|e| VqVaeError::new(&weights, e))?;
-        model.fingerprint = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        model.fingerprint = vitrine_core::hash::fnv1a64(&bytes);
         Ok(model)
     }
 

@@ -70,6 +70,5 @@ pub fn photo_pixels(path: &Path) -> Vec<u8> {
 
 /// FNV-1a (64 bits) of the pixels, as the script computes it.
 pub fn fnv1a64(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{hash:016x}")
+    format!("{:016x}", vitrine_core::hash::fnv1a64(bytes))
 }
