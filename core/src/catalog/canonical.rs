@@ -89,12 +89,12 @@ pub(crate) fn read_jsonl<T: DeserializeOwned>(
 /// leaves a half-written catalog file.
 pub fn write_dir(catalog: &Catalog, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| CatalogError::io(dir, e))?;
+    let target = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let items = catalog.items.iter().map(|item| {
         let mut item = item.clone();
         for image in &mut item.images {
             if let Some(path) = catalog.image_path(image) {
                 let absolute = std::path::absolute(&path).unwrap_or(path);
-                let target = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
                 if let Some(relative) = pathdiff::diff_paths(&absolute, &target) {
                     *image = relative.to_string_lossy().into_owned();
                 }
