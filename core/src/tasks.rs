@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::catalog::{attr, BadRowPolicy, Catalog, CatalogError, Item, RowError, RowProblem, Split};
+use crate::catalog::{attr, strict_failure, BadRowPolicy, Catalog, CatalogError, Item, RowError, RowProblem, Split};
 use crate::hash::Fnv1a;
 
 /// One image-text pair: an item's image and its text.
@@ -47,48 +47,47 @@ pub struct Labels {
     pub unseen: Vec<RowError>,
 }
 
+/// One recognition task: the train split's label names (sorted), the
+/// (item, class) pairs per split, and the val/test items whose label train lacks.
+type LabelTask = (Vec<String>, BTreeMap<Split, Vec<(usize, usize)>>, Vec<RowError>);
+
+fn label_task(catalog: &Catalog, name: &str, field: fn(&Item) -> &str) -> LabelTask {
+    let names: Vec<String> = catalog
+        .items_in(Split::Train)
+        .map(|(_, it)| field(it))
+        .filter(|v| !v.is_empty())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let class: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let mut per_split: BTreeMap<Split, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut unseen = Vec::new();
+    for (index, item) in catalog.items.iter().enumerate() {
+        let Some(split) = catalog.split_of(&item.id) else { continue };
+        match class.get(field(item)) {
+            Some(&label) => per_split.entry(split).or_default().push((index, label)),
+            None => unseen.push(RowError {
+                loc: item.source.clone(),
+                problem: RowProblem::UnknownCategory { field: name.into(), value: field(item).to_string(), split: split.to_string() },
+            }),
+        }
+    }
+    (names, per_split, unseen)
+}
+
 impl Labels {
     /// Builds the label sets from the train split. Under the strict policy an
     /// unseen val/test label is an error naming the item's file and line; under
     /// skip the item is left out of that task and reported in `unseen`.
     pub fn from_catalog(catalog: &Catalog, policy: BadRowPolicy) -> Result<Labels, CatalogError> {
-        let train: Vec<&Item> = catalog.items_in(Split::Train).map(|(_, it)| it).collect();
-        let vocabulary = |field: fn(&Item) -> &str| -> Vec<String> {
-            train.iter().map(|it| field(it)).filter(|v| !v.is_empty()).collect::<BTreeSet<_>>().into_iter().map(str::to_string).collect()
-        };
-        let fields: [(&str, fn(&Item) -> &str); 2] = [("category", |it| &it.category), ("subcategory", |it| &it.subcategory)];
-        let mut labels = Labels { categories: vocabulary(fields[0].1), subcategories: vocabulary(fields[1].1), ..Default::default() };
-        for (name, field) in fields {
-            let names = if name == "category" { &labels.categories } else { &labels.subcategories };
-            let class: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-            let mut per_split: BTreeMap<Split, Vec<(usize, usize)>> = BTreeMap::new();
-            let mut unseen = Vec::new();
-            for (index, item) in catalog.items.iter().enumerate() {
-                let Some(split) = catalog.split_of(&item.id) else { continue };
-                match class.get(field(item)) {
-                    Some(&label) => per_split.entry(split).or_default().push((index, label)),
-                    None => unseen.push(RowError {
-                        loc: item.source.clone(),
-                        problem: RowProblem::UnknownCategory {
-                            field: name.into(),
-                            value: field(item).to_string(),
-                            split: split.to_string(),
-                        },
-                    }),
-                }
-            }
-            if name == "category" {
-                labels.category = per_split;
-            } else {
-                labels.subcategory = per_split;
-            }
-            labels.unseen.extend(unseen);
+        let (categories, category, mut unseen) = label_task(catalog, "category", |it| &it.category);
+        let (subcategories, subcategory, unseen_sub) = label_task(catalog, "subcategory", |it| &it.subcategory);
+        unseen.extend(unseen_sub);
+        if policy == BadRowPolicy::Strict && !unseen.is_empty() {
+            return Err(strict_failure(unseen));
         }
-        if policy == BadRowPolicy::Strict && !labels.unseen.is_empty() {
-            let count = labels.unseen.len();
-            return Err(CatalogError::BadRows { count, first: labels.unseen.into_iter().take(20).collect() });
-        }
-        Ok(labels)
+        Ok(Labels { categories, subcategories, category, subcategory, unseen })
     }
 }
 
