@@ -11,9 +11,12 @@
 //! - `summary`: the counts `vitrine catalog check` prints (native only).
 //! - [`hash`]: FNV-1a, for cache names and deterministic choices.
 //! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
+//! - [`model`]: the FashionViL model for inference in candle (text encoder,
+//!   fusion, embeddings, ITM head), with int8 weights for the text encoder.
 
 pub mod catalog;
 pub mod hash;
+pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod summary;
 pub mod synth;

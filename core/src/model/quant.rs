@@ -1,0 +1,528 @@
+//! Int8 weights for the text encoder's linear layers.
+//!
+//! Format: a linear layer `<name>` stores, in place of its f32 `<name>.weight`
+//! `[out, in]`, the tensors `<name>.weight_int8` (`I8`, `[out, in]`, values in
+//! −127..=127) and `<name>.weight_scale` (`F32`, `[out]`), with
+//! `weight[o][i] ≈ weight_int8[o][i] × weight_scale[o]`: symmetric, one scale
+//! per output channel (`max |weight[o]| / 127`). The bias stays f32. Which
+//! layers: the linear layers of the text encoder's transformer layers
+//! (`<bert>encoder.layer.*`: query, key, value, the attention output, the
+//! intermediate and output dense layers), about 10.6 M of MiniLM's 22.7 M
+//! parameters; embeddings, LayerNorms, the pooler and the heads stay f32.
+//!
+//! Two ways to multiply with int8 weights ([`Int8Kernel`]):
+//! - [`Int8Kernel::PerChannel`]: a kernel of our own. Each activation row is
+//!   quantised to int8 with its own scale, the products are summed in i32
+//!   (simd128 `i32x4.dot_i16x8_s` in WebAssembly, AVX2 `vpmaddwd` natively,
+//!   four output channels per pass so that each activation load is reused),
+//!   and the sum is scaled back by the row's and the channel's scales.
+//! - [`Int8Kernel::Q8_0`]: candle's `QMatMul` on GGML Q8_0 blocks (32 values
+//!   with an f16 scale) made from the int8 weights at load time; candle has
+//!   simd128, AVX2 and AVX512-VNNI kernels for it.
+//!
+//! [`Int8Kernel::default`] is the faster of the two on the target, as measured by
+//! `bench/text_encoder.sh` (results in `bench/results/text_encoder.md`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use super::weights::Weights;
+use super::{bert, ModelError};
+
+/// Suffix of a layer's int8 weight values.
+pub const INT8_SUFFIX: &str = "weight_int8";
+/// Suffix of a layer's per-output-channel scales.
+pub const SCALE_SUFFIX: &str = "weight_scale";
+
+/// How int8 layers multiply; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    PerChannel,
+    Q8_0,
+}
+
+impl Default for Int8Kernel {
+    /// The faster kernel on this target (bench/results/text_encoder.md):
+    /// candle's Q8_0 natively, where it has AVX512-VNNI and AVX2 kernels; ours
+    /// in WebAssembly.
+    fn default() -> Self {
+        if cfg!(target_arch = "wasm32") {
+            Int8Kernel::PerChannel
+        } else {
+            Int8Kernel::Q8_0
+        }
+    }
+}
+
+/// How a checkpoint's weights become the model's layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Quantise the text encoder's f32 linear layers to int8 while loading (as
+    /// [`quantize_safetensors`] would); layers stored as int8 are int8 anyway.
+    pub quantize_text_encoder: bool,
+    pub int8_kernel: Int8Kernel,
+}
+
+/// A weight matrix `[rows = out, cols = in]` in int8 with one scale per row.
+#[derive(Debug, Clone)]
+pub struct Int8Matrix {
+    rows: usize,
+    cols: usize,
+    values: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+/// Quantises `xs` symmetrically to −127..=127 into `out`; returns the scale.
+fn quantize_row(xs: &[f32], out: &mut [i8]) -> f32 {
+    let max = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 {
+        out.fill(0);
+        return 0.0;
+    }
+    let scale = max / 127.0;
+    let inverse = 127.0 / max;
+    for (q, x) in out.iter_mut().zip(xs) {
+        *q = (x * inverse).round().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
+impl Int8Matrix {
+    /// Quantises a row-major f32 matrix `[rows, cols]` per row.
+    pub fn quantize(weight: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(weight.len(), rows * cols, "weight has {} values, not {rows}×{cols}", weight.len());
+        let mut values = vec![0i8; rows * cols];
+        let scales = weight.chunks_exact(cols.max(1)).zip(values.chunks_exact_mut(cols.max(1))).map(|(w, q)| quantize_row(w, q)).collect();
+        Int8Matrix { rows, cols, values, scales }
+    }
+
+    /// A matrix from stored values and scales (checked by the caller's shapes).
+    pub fn from_parts(rows: usize, cols: usize, values: Vec<i8>, scales: Vec<f32>) -> Self {
+        assert_eq!((values.len(), scales.len()), (rows * cols, rows), "int8 matrix parts do not match {rows}×{cols}");
+        Int8Matrix { rows, cols, values, scales }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn values(&self) -> &[i8] {
+        &self.values
+    }
+
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// The f32 matrix the int8 values stand for.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let cols = self.cols.max(1);
+        self.values.chunks_exact(cols).zip(&self.scales).flat_map(|(q, &s)| q.iter().map(move |&v| f32::from(v) * s)).collect()
+    }
+
+    /// `out [m, rows] = xs [m, cols] · selfᵀ`, with each row of `xs` quantised
+    /// to int8 and i32 sums.
+    pub fn matmul(&self, xs: &[f32], m: usize, out: &mut [f32]) {
+        let (n, k) = (self.rows, self.cols);
+        assert_eq!((xs.len(), out.len()), (m * k, m * n), "int8 matmul of [{m}, {k}] by [{n}, {k}]ᵀ");
+        let mut xq = vec![0i8; m * k];
+        let x_scales: Vec<f32> = xs.chunks_exact(k.max(1)).zip(xq.chunks_exact_mut(k.max(1))).map(|(x, q)| quantize_row(x, q)).collect();
+        let dot4 = kernels::dot4_for_this_cpu();
+        // Output channels in groups of four: the four weight rows stay in L1
+        // while every activation row passes over them.
+        let full = n / 4 * 4;
+        for o in (0..full).step_by(4) {
+            let w = [0, 1, 2, 3].map(|j| &self.values[(o + j) * k..(o + j + 1) * k]);
+            for (r, x) in xq.chunks_exact(k.max(1)).enumerate() {
+                let sums = dot4(x, w);
+                for j in 0..4 {
+                    out[r * n + o + j] = sums[j] as f32 * x_scales[r] * self.scales[o + j];
+                }
+            }
+        }
+        for o in full..n {
+            let w = &self.values[o * k..(o + 1) * k];
+            for (r, x) in xq.chunks_exact(k.max(1)).enumerate() {
+                out[r * n + o] = kernels::dot_scalar(x, w) as f32 * x_scales[r] * self.scales[o];
+            }
+        }
+    }
+}
+
+/// `xs [..., cols] → [..., rows]` on the CPU, without the bias.
+impl CustomOp1 for Int8Matrix {
+    fn name(&self) -> &'static str {
+        "int8-per-channel-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("int8 matmul takes f32 activations, not {:?}", candle_core::backend::BackendStorage::dtype(storage));
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("int8 matmul takes contiguous activations");
+        };
+        let mut dims = layout.dims().to_vec();
+        let Some(last) = dims.last_mut() else {
+            candle_core::bail!("int8 matmul takes at least one dimension");
+        };
+        if *last != self.cols {
+            candle_core::bail!("int8 matmul: activations of width {last}, weights of width {}", self.cols);
+        }
+        *last = self.rows;
+        let xs = &data[start..end];
+        let m = xs.len() / self.cols.max(1);
+        let mut out = vec![0f32; m * self.rows];
+        self.matmul(xs, m, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// The i8 dot products of one activation row with four weight rows.
+mod kernels {
+    pub type Dot4 = fn(&[i8], [&[i8]; 4]) -> [i32; 4];
+
+    pub fn dot_scalar(x: &[i8], w: &[i8]) -> i32 {
+        x.iter().zip(w).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum()
+    }
+
+    fn dot4_scalar(x: &[i8], w: [&[i8]; 4]) -> [i32; 4] {
+        w.map(|w| dot_scalar(x, w))
+    }
+
+    /// The fastest kernel this CPU runs.
+    pub fn dot4_for_this_cpu() -> Dot4 {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return simd128::dot4;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return avx2::dot4;
+        }
+        #[allow(unreachable_code)]
+        dot4_scalar
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use std::arch::x86_64::*;
+
+        /// Only called after `is_x86_feature_detected!("avx2")`.
+        pub fn dot4(x: &[i8], w: [&[i8]; 4]) -> [i32; 4] {
+            // SAFETY: the caller checked AVX2; the slices bound every load.
+            unsafe { dot4_avx2(x, w) }
+        }
+
+        #[target_feature(enable = "avx2")]
+        unsafe fn dot4_avx2(x: &[i8], w: [&[i8]; 4]) -> [i32; 4] {
+            let k = x.len();
+            assert!(w.iter().all(|w| w.len() == k));
+            let blocks = k / 16;
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for b in 0..blocks {
+                // 16 int8 → 16 int16; vpmaddwd multiplies pairs and adds them into 8 int32.
+                let xv = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(b * 16).cast()));
+                for j in 0..4 {
+                    let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(w[j].as_ptr().add(b * 16).cast()));
+                    acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(xv, wv));
+                }
+            }
+            let tail = blocks * 16;
+            let mut out = [0i32; 4];
+            for j in 0..4 {
+                let halves = _mm_add_epi32(_mm256_castsi256_si128(acc[j]), _mm256_extracti128_si256(acc[j], 1));
+                let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32(halves, 0b01_00_11_10));
+                let sum = _mm_add_epi32(pairs, _mm_shuffle_epi32(pairs, 0b10_11_00_01));
+                out[j] = _mm_cvtsi128_si32(sum) + super::dot_scalar(&x[tail..], &w[j][tail..]);
+            }
+            out
+        }
+    }
+
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    mod simd128 {
+        use core::arch::wasm32::*;
+
+        pub fn dot4(x: &[i8], w: [&[i8]; 4]) -> [i32; 4] {
+            let k = x.len();
+            assert!(w.iter().all(|w| w.len() == k));
+            let blocks = k / 16;
+            let mut acc = [i32x4_splat(0); 4];
+            for b in 0..blocks {
+                // SAFETY: b * 16 + 16 <= k bounds every load; v128_load needs no alignment.
+                let xv = unsafe { v128_load(x.as_ptr().add(b * 16).cast()) };
+                let (x_low, x_high) = (i16x8_extend_low_i8x16(xv), i16x8_extend_high_i8x16(xv));
+                for j in 0..4 {
+                    let wv = unsafe { v128_load(w[j].as_ptr().add(b * 16).cast()) };
+                    let low = i32x4_dot_i16x8(x_low, i16x8_extend_low_i8x16(wv));
+                    let high = i32x4_dot_i16x8(x_high, i16x8_extend_high_i8x16(wv));
+                    acc[j] = i32x4_add(acc[j], i32x4_add(low, high));
+                }
+            }
+            let tail = blocks * 16;
+            [0, 1, 2, 3].map(|j| {
+                let a = acc[j];
+                i32x4_extract_lane::<0>(a)
+                    + i32x4_extract_lane::<1>(a)
+                    + i32x4_extract_lane::<2>(a)
+                    + i32x4_extract_lane::<3>(a)
+                    + super::dot_scalar(&x[tail..], &w[j][tail..])
+            })
+        }
+    }
+
+    #[cfg(test)]
+    pub fn dot4_reference(x: &[i8], w: [&[i8]; 4]) -> [i32; 4] {
+        dot4_scalar(x, w)
+    }
+}
+
+/// A linear layer `y = x Wᵀ + b` with f32 or int8 weights.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    F32(candle_nn::Linear),
+    Int8 { weight: Int8Matrix, bias: Option<Tensor> },
+    Q8_0 { weight: QMatMul, bias: Option<Tensor> },
+}
+
+impl Linear {
+    /// Loads the layer `name` (`name.weight` or `name.weight_int8` +
+    /// `name.weight_scale`, and `name.bias`) of `in_dim → out_dim`; `quantize`
+    /// turns f32 weights into int8 ones.
+    pub fn load(
+        weights: &Weights,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        quantize: bool,
+        kernel: Int8Kernel,
+    ) -> Result<Self, ModelError> {
+        let int8_name = format!("{name}.{INT8_SUFFIX}");
+        let stored = if weights.contains(&int8_name) {
+            let values = weights.int8(&int8_name, &[out_dim, in_dim])?;
+            let scales = weights.f32(&format!("{name}.{SCALE_SUFFIX}"), &[out_dim])?.to_vec1::<f32>()?;
+            Ok(Int8Matrix::from_parts(out_dim, in_dim, values, scales))
+        } else {
+            Err(weights.f32(&format!("{name}.weight"), &[out_dim, in_dim])?)
+        };
+        let bias_name = format!("{name}.bias");
+        let bias = if weights.contains(&bias_name) { Some(weights.f32(&bias_name, &[out_dim])?) } else { None };
+        let matrix = match stored {
+            Ok(matrix) => matrix,
+            Err(weight) if quantize => Int8Matrix::quantize(&weight.flatten_all()?.to_vec1::<f32>()?, out_dim, in_dim),
+            Err(weight) => return Ok(Linear::F32(candle_nn::Linear::new(weight, bias))),
+        };
+        Linear::from_int8(matrix, bias, kernel)
+    }
+
+    /// An int8 layer computed by `kernel`.
+    pub fn from_int8(weight: Int8Matrix, bias: Option<Tensor>, kernel: Int8Kernel) -> Result<Self, ModelError> {
+        Ok(match kernel {
+            Int8Kernel::PerChannel => Linear::Int8 { weight, bias },
+            Int8Kernel::Q8_0 => {
+                let dense = Tensor::from_vec(weight.dequantize(), (weight.rows, weight.cols), &candle_core::Device::Cpu)?;
+                let blocks = QTensor::quantize(&dense, GgmlDType::Q8_0)?;
+                Linear::Q8_0 { weight: QMatMul::from_qtensor(blocks)?, bias }
+            }
+        })
+    }
+
+    pub fn is_int8(&self) -> bool {
+        !matches!(self, Linear::F32(_))
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (ys, bias) = match self {
+            Linear::F32(linear) => return linear.forward(xs),
+            Linear::Int8 { weight, bias } => (xs.contiguous()?.apply_op1_no_bwd(weight)?, bias),
+            Linear::Q8_0 { weight, bias } => (weight.forward(xs)?, bias),
+        };
+        match bias {
+            Some(b) => ys.broadcast_add(b),
+            None => Ok(ys),
+        }
+    }
+}
+
+/// Whether the tensor `name` is the weight of a linear layer of the text
+/// encoder whose names start with `prefix` (see the module documentation).
+pub fn is_text_encoder_linear(name: &str, prefix: &str) -> bool {
+    const LAYERS: [&str; 6] = [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ];
+    let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix("encoder.layer.")) else { return false };
+    let Some((index, layer)) = rest.split_once('.') else { return false };
+    index.bytes().all(|b| b.is_ascii_digit()) && LAYERS.iter().any(|l| layer == format!("{l}.weight"))
+}
+
+/// A tensor of the file being written.
+struct Written {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &Written {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// What [`quantize_safetensors`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantizeReport {
+    /// The int8 layers (names without `.weight`).
+    pub layers: Vec<String>,
+    pub bytes_before: usize,
+    pub bytes_after: usize,
+}
+
+/// Rewrites a safetensors file with the text encoder's linear layers in int8
+/// (see the module documentation); every other tensor is copied unchanged. The
+/// text encoder is the BERT whose `embeddings.word_embeddings.weight` has the
+/// shortest prefix (`bert.` in a checkpoint, none in a Hugging Face folder).
+pub fn quantize_safetensors(bytes: &[u8], origin: &str) -> Result<(Vec<u8>, QuantizeReport), ModelError> {
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors { origin: origin.to_string(), reason: e.to_string() })?;
+    let names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
+    let prefix = bert::text_prefix(&names)
+        .ok_or_else(|| ModelError::MissingTensor { origin: origin.to_string(), name: bert::WORD_EMBEDDINGS.to_string() })?;
+    let mut written: Vec<(String, Written)> = Vec::with_capacity(names.len() + 16);
+    let mut layers = Vec::new();
+    for name in &names {
+        let view: TensorView =
+            file.tensor(name).map_err(|e| ModelError::Safetensors { origin: origin.to_string(), reason: e.to_string() })?;
+        if is_text_encoder_linear(name, &prefix) && view.dtype() == Dtype::F32 && view.shape().len() == 2 {
+            let (rows, cols) = (view.shape()[0], view.shape()[1]);
+            let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let matrix = Int8Matrix::quantize(&values, rows, cols);
+            let layer = name.strip_suffix(".weight").expect("a linear weight name ends in .weight");
+            written.push((
+                format!("{layer}.{INT8_SUFFIX}"),
+                Written { dtype: Dtype::I8, shape: vec![rows, cols], data: matrix.values.iter().map(|&v| v as u8).collect() },
+            ));
+            written.push((
+                format!("{layer}.{SCALE_SUFFIX}"),
+                Written { dtype: Dtype::F32, shape: vec![rows], data: matrix.scales.iter().flat_map(|s| s.to_le_bytes()).collect() },
+            ));
+            layers.push(layer.to_string());
+        } else {
+            written.push((name.to_string(), Written { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data().to_vec() }));
+        }
+    }
+    layers.sort();
+    let metadata = HashMap::from([(
+        "vitrine_int8".to_string(),
+        "per-output-channel symmetric int8: <layer>.weight_int8 × <layer>.weight_scale".to_string(),
+    )]);
+    let out = safetensors::serialize(written.iter().map(|(n, w)| (n.as_str(), w)), Some(metadata))
+        .map_err(|e| ModelError::Safetensors { origin: origin.to_string(), reason: e.to_string() })?;
+    let report = QuantizeReport { layers, bytes_before: bytes.len(), bytes_after: out.len() };
+    Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn quantised_rows_keep_their_largest_value_and_sign() {
+        let m = Int8Matrix::quantize(&[0.5, -1.0, 0.25, 0.0, 0.0, 0.0, 2.0, 0.0, -0.01], 3, 3);
+        assert_eq!(m.values(), &[64, -127, 32, 0, 0, 0, 127, 0, -1]);
+        assert_eq!(m.scales(), &[1.0 / 127.0, 0.0, 2.0 / 127.0]);
+        let back = m.dequantize();
+        assert!((back[1] + 1.0).abs() < 1e-6 && (back[6] - 2.0).abs() < 1e-6 && back[3] == 0.0);
+    }
+
+    #[test]
+    fn the_simd_kernel_sums_like_the_scalar_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        // 16-value blocks and a tail, with the extreme values.
+        for k in [1usize, 15, 16, 37, 384] {
+            let row = |rng: &mut ChaCha8Rng| -> Vec<i8> { (0..k).map(|_| rng.gen_range(-127i8..=127)).collect() };
+            let mut x = row(&mut rng);
+            x[0] = -127;
+            let w: Vec<Vec<i8>> = (0..4).map(|_| row(&mut rng)).collect();
+            let w4 = [&w[0][..], &w[1][..], &w[2][..], &w[3][..]];
+            assert_eq!(kernels::dot4_for_this_cpu()(&x, w4), kernels::dot4_reference(&x, w4), "k = {k}");
+        }
+    }
+
+    #[test]
+    fn int8_matmul_is_close_to_f32() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let (m, k, n) = (5, 96, 10);
+        let w = random(n * k, &mut rng);
+        let x = random(m * k, &mut rng);
+        let mut out = vec![0f32; m * n];
+        Int8Matrix::quantize(&w, n, k).matmul(&x, m, &mut out);
+        for r in 0..m {
+            for o in 0..n {
+                let exact: f32 = (0..k).map(|i| x[r * k + i] * w[o * k + i]).sum();
+                // Two roundings of at most half a step each, over 96 terms.
+                assert!((out[r * n + o] - exact).abs() < 0.1, "[{r}, {o}]: {} vs {exact}", out[r * n + o]);
+            }
+        }
+    }
+
+    #[test]
+    fn both_kernels_agree_with_the_f32_layer() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (k, n) = (64, 12);
+        let device = candle_core::Device::Cpu;
+        let w = random(n * k, &mut rng);
+        let bias = Tensor::from_vec(random(n, &mut rng), n, &device).unwrap();
+        let x = Tensor::from_vec(random(2 * 3 * k, &mut rng), (2, 3, k), &device).unwrap();
+        let exact = Linear::F32(candle_nn::Linear::new(Tensor::from_vec(w.clone(), (n, k), &device).unwrap(), Some(bias.clone())));
+        let expected = exact.forward(&x).unwrap();
+        for kernel in [Int8Kernel::PerChannel, Int8Kernel::Q8_0] {
+            let layer = Linear::from_int8(Int8Matrix::quantize(&w, n, k), Some(bias.clone()), kernel).unwrap();
+            assert!(layer.is_int8());
+            let got = layer.forward(&x).unwrap();
+            assert_eq!(got.dims(), [2, 3, n]);
+            let err = (got - &expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(err < 0.1, "{kernel:?}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn only_the_text_encoder_layers_are_int8_linears() {
+        assert!(is_text_encoder_linear("bert.encoder.layer.0.attention.self.query.weight", "bert."));
+        assert!(is_text_encoder_linear("encoder.layer.11.output.dense.weight", ""));
+        assert!(!is_text_encoder_linear("bert.encoder.layer.0.output.LayerNorm.weight", "bert."));
+        assert!(!is_text_encoder_linear("bert.encoder.layer.0.output.dense.bias", "bert."));
+        assert!(!is_text_encoder_linear("fusion_bert.encoder.layer.0.output.dense.weight", "bert."));
+        assert!(!is_text_encoder_linear("bert.pooler.dense.weight", "bert."));
+        assert!(!is_text_encoder_linear("heads.itm.weight", "bert."));
+    }
+}
