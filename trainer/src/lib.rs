@@ -14,6 +14,7 @@
 //! - [`optim`]: AdamW with the paper's parameter groups, warm-up then step
 //!   decay, and gradient clipping, with a state that checkpoints can save.
 //! - [`pac`]: pseudo-attributes mined from the catalog text for the PAC task.
+//! - [`precision`]: bf16 (or fp16) autocast on CUDA and CPU.
 //! - [`prepare`]: a catalog's train split turned into the pretraining set.
 //! - [`pretrain`]: the pretraining loop, metrics and resume; the image tokenizer's training.
 //! - [`pretext`]: the six pretext tasks and the per-step task sampler.
@@ -28,6 +29,7 @@ pub mod masking;
 pub mod model;
 pub mod optim;
 pub mod pac;
+pub mod precision;
 pub mod prepare;
 pub mod pretext;
 pub mod pretrain;

@@ -20,6 +20,7 @@ use crate::model::bert::BertConfig;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
 use crate::optim::{AdamW, AdamWConfig, LrRule, LrSchedule, ParamGroups};
 use crate::pac::PacVocabulary;
+use crate::precision::{autocast, HalfKind};
 use crate::prepare::{pretrain_set, progress};
 use crate::pretext::{Task, TaskSampler};
 use crate::recipe::{ImageEncoderMode, Recipe};
@@ -188,10 +189,7 @@ pub fn pretrain(
             tracing::info!(checkpoint = %dir.display(), step = start, "resuming");
         }
     }
-    let autocast = recipe.bf16 && device != Device::Cpu;
-    if autocast {
-        tracing::warn!("mixed precision: tch 0.24 selects libtorch's default CUDA autocast type (fp16), not bf16");
-    }
+    let autocast_kind = recipe.bf16.then_some(HalfKind::Bf16);
     let metrics_path = run_dir.join(METRICS_FILE);
     keep_metrics_before(&metrics_path, start)?;
     let mut metrics_file = OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(file_err(&metrics_path))?;
@@ -218,7 +216,7 @@ pub fn pretrain(
         tch::manual_seed((recipe.seed ^ step.wrapping_mul(0x9E37_79B9)) as i64);
         let batch = data.batch(task, positions, &mut rng, device)?;
         optimizer.zero_grad(&vs);
-        let loss = tch::autocast(autocast, || model.pretext_loss(&batch, true));
+        let loss = autocast(device, autocast_kind, || model.pretext_loss(&batch, true));
         let loss_value = loss.double_value(&[]);
         if !loss_value.is_finite() {
             return Err(PretrainError::NonFinite { step, task, loss: loss_value });
