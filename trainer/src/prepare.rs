@@ -2,6 +2,7 @@
 //! pseudo-attributes mined, image tokenizer codes and (for a frozen image
 //! encoder) feature maps computed once and cached in the run folder.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,6 +72,10 @@ pub fn load_eval_batch(paths: &[PathBuf], transform: &ImageTransform) -> Result<
 /// photo: feature maps of the frozen encoder (`[N, C, 7, 7]`, f16) and/or
 /// image tokenizer codes (`[N, 49]`). Cached in `cache` under a name that
 /// encodes the photo list, so a resumed or repeated run skips the work.
+///
+/// Feature maps take ~125 KB per photo, so they are streamed to a raw f16 file
+/// while computed and memory-mapped when read: the operating system pages them
+/// in and out, and a large catalog does not have to fit in RAM.
 fn image_tensors(
     photos: &[PathBuf],
     encoder: Option<&ImageEncoder>,
@@ -79,40 +84,87 @@ fn image_tensors(
     device: Device,
 ) -> Result<(Option<Tensor>, Option<Tensor>), PrepareError> {
     let key = fingerprint(photos, encoder.is_some(), tokenizer.map(|t| t.fingerprint()));
-    let path = cache.join(format!("images-{key:016x}.safetensors"));
-    let cache_err = |source| PrepareError::Cache { path: path.clone(), source };
-    if path.is_file() {
-        let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path).map_err(cache_err)?.into_iter().collect();
-        return Ok((tensors.get("features").map(Tensor::shallow_clone), tensors.get("codes").map(Tensor::shallow_clone)));
+    let codes_path = cache.join(format!("codes-{key:016x}.safetensors"));
+    let features_path = cache.join(format!("features-{key:016x}.f16"));
+    let done_path = cache.join(format!("images-{key:016x}.done"));
+    if done_path.is_file() {
+        let features = encoder.map(|_| mapped_features(&features_path, photos.len())).transpose()?;
+        let codes = match tokenizer {
+            Some(_) => Some(read_codes(&codes_path)?),
+            None => None,
+        };
+        return Ok((features, codes));
     }
+    std::fs::create_dir_all(cache).map_err(cache_io(cache))?;
+    let features_tmp = features_path.with_extension("tmp");
+    let mut features_file = match encoder {
+        Some(_) => Some(std::io::BufWriter::new(std::fs::File::create(&features_tmp).map_err(cache_io(&features_tmp))?)),
+        None => None,
+    };
     let transform = ImageTransform::default();
-    let (mut features, mut codes) = (Vec::new(), Vec::new());
+    let mut codes = Vec::new();
     let bar = progress(photos.len(), "encoding catalog photos");
     for chunk in photos.chunks(32) {
         let images = load_eval_batch(chunk, &transform)?.to_device(device);
-        tch::no_grad(|| {
-            if let Some(encoder) = encoder {
-                features.push(encoder.forward_features(&images, false).to_kind(Kind::Half).to_device(Device::Cpu));
-            }
-            if let Some(tokenizer) = tokenizer {
-                codes.push(tokenizer.encode(&images).to_device(Device::Cpu));
-            }
-        });
+        let features = tch::no_grad(|| encoder.map(|e| e.forward_features(&images, false).to_kind(Kind::Half).to_device(Device::Cpu)));
+        if let (Some(features), Some(file)) = (features, features_file.as_mut()) {
+            let mut bytes = vec![0u8; features.numel() * 2];
+            features.contiguous().copy_data_u8(&mut bytes, features.numel());
+            file.write_all(&bytes).map_err(cache_io(&features_tmp))?;
+        }
+        if let Some(tokenizer) = tokenizer {
+            codes.push(tch::no_grad(|| tokenizer.encode(&images)).to_device(Device::Cpu));
+        }
         bar.inc(chunk.len() as u64);
         if bar.is_hidden() && bar.position() % 1024 < 32 {
             tracing::info!(done = bar.position(), of = photos.len(), "encoding catalog photos");
         }
     }
     bar.finish_and_clear();
-    let features = (!features.is_empty()).then(|| Tensor::cat(&features, 0));
-    let codes = (!codes.is_empty()).then(|| Tensor::cat(&codes, 0));
-    std::fs::create_dir_all(cache).map_err(|e| cache_err(tch::TchError::Io(e)))?;
-    let named: Vec<(&str, &Tensor)> =
-        [("features", features.as_ref()), ("codes", codes.as_ref())].into_iter().filter_map(|(n, t)| Some((n, t?))).collect();
-    let tmp = path.with_extension("tmp");
-    Tensor::write_safetensors(&named, &tmp).map_err(cache_err)?;
-    std::fs::rename(&tmp, &path).map_err(|e| cache_err(tch::TchError::Io(e)))?;
-    Ok((features, codes))
+    if let Some(file) = features_file {
+        file.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).map_err(cache_io(&features_tmp))?;
+        std::fs::rename(&features_tmp, &features_path).map_err(cache_io(&features_path))?;
+    }
+    if !codes.is_empty() {
+        let tmp = codes_path.with_extension("tmp");
+        Tensor::write_safetensors(&[("codes", Tensor::cat(&codes, 0))], &tmp)
+            .map_err(|source| PrepareError::Cache { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, &codes_path).map_err(cache_io(&codes_path))?;
+    }
+    // Written last: the cache counts only once every part is in place.
+    std::fs::write(&done_path, b"").map_err(cache_io(&done_path))?;
+    image_tensors(photos, encoder, tokenizer, cache, device)
+}
+
+fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
+    move |e| PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::Io(e) }
+}
+
+/// The cached feature maps `[N, C, 7, 7]` (f16), memory-mapped.
+fn mapped_features(path: &Path, photos: usize) -> Result<Tensor, PrepareError> {
+    let bytes = std::fs::metadata(path).map_err(cache_io(path))?.len() as usize;
+    let per_photo = bytes / 2 / photos.max(1);
+    if photos == 0 || bytes != photos * per_photo * 2 || per_photo % 49 != 0 {
+        let reason = format!("{bytes} bytes do not hold {photos} feature maps of 7×7 f16 values; delete the file to recompute it");
+        return Err(PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::FileFormat(reason) });
+    }
+    let name = path.to_str().ok_or_else(|| PrepareError::Cache {
+        path: path.to_path_buf(),
+        source: tch::TchError::FileFormat("the cache path is not UTF-8".into()),
+    })?;
+    let flat = Tensor::f_from_file(name, false, Some((bytes / 2) as i64), (Kind::Half, Device::Cpu))
+        .map_err(|source| PrepareError::Cache { path: path.to_path_buf(), source })?;
+    Ok(flat.view([photos as i64, (per_photo / 49) as i64, 7, 7]))
+}
+
+fn read_codes(path: &Path) -> Result<Tensor, PrepareError> {
+    let cache_err = |source| PrepareError::Cache { path: path.to_path_buf(), source };
+    let tensors = Tensor::read_safetensors(path).map_err(cache_err)?;
+    tensors
+        .into_iter()
+        .find(|(name, _)| name == "codes")
+        .map(|(_, t)| t)
+        .ok_or_else(|| cache_err(tch::TchError::FileFormat("no `codes` tensor; delete the file to recompute it".into())))
 }
 
 /// FNV-1a over the photo paths and what is computed from them.
@@ -171,4 +223,24 @@ pub fn pretrain_set(
         pad_id: token("[PAD]")?,
     };
     Ok((set, vocabulary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_cache_maps_what_was_written_and_rejects_a_truncated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("features.f16");
+        let features = Tensor::randn([3, 2, 7, 7], (Kind::Float, Device::Cpu)).to_kind(Kind::Half);
+        let mut bytes = vec![0u8; features.numel() * 2];
+        features.copy_data_u8(&mut bytes, features.numel());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(mapped_features(&path, 3).unwrap().equal(&features));
+
+        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        let message = mapped_features(&path, 3).unwrap_err().to_string();
+        assert!(message.contains("features.f16") && message.contains("do not hold 3 feature maps"), "{message}");
+    }
 }
