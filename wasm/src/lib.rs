@@ -1,7 +1,7 @@
 //! vitrine's WebAssembly engine: what runs in the shopper's browser.
 //!
 //! For now it exposes the text encoder's tokenizer, built from the model's
-//! `tokenizer.json`, to JavaScript:
+//! `tokenizer.json`, and the text encoder ([`QueryEncoder`]) to JavaScript:
 //!
 //! ```js
 //! const tokenizer = new Tokenizer(new Uint8Array(await (await fetch("tokenizer.json")).arrayBuffer()));
@@ -9,6 +9,9 @@
 //! ```
 
 use wasm_bindgen::prelude::*;
+
+mod query_encoder;
+pub use query_encoder::QueryEncoder;
 
 /// Longest query, in tokens, that the text encoder sees; longer ones are truncated.
 pub const MAX_QUERY_TOKENS: usize = 128;
