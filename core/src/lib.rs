@@ -9,6 +9,7 @@
 //! - [`synth`]: a small deterministic generated catalog so that every test runs
 //!   without external data.
 //! - `summary`: the counts `vitrine catalog check` prints (native only).
+//! - [`metrics`]: recall@k, accuracy and macro-F1 of the evaluation protocols.
 //! - [`hash`]: FNV-1a, for cache names and deterministic choices.
 //! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
 //! - [`model`]: the FashionViL model for inference in candle (text encoder,
@@ -16,6 +17,7 @@
 
 pub mod catalog;
 pub mod hash;
+pub mod metrics;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod summary;

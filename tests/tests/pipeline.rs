@@ -50,6 +50,7 @@ fn a_catalog_trains_into_a_checkpoint_that_reloads() {
         bert: models.join("all-MiniLM-L6-v2"),
         image_encoder: models.join("efficientnet-lite0/model.safetensors"),
         vqvae: Some(vqvae),
+        feature_cache: None,
     };
     let run = dir.path().join("run");
     let summary = pretrain(&catalog, &recipe, &paths, &run, false).unwrap();

@@ -298,6 +298,41 @@ pub fn load_model(dir: &Path, vs: &nn::VarStore) -> Result<(), CheckpointError> 
     copy_into(&model_path, pairs)
 }
 
+/// Restores the weights of a checkpoint into `vs` except the variables whose
+/// names start with one of `new_prefixes`, which the file must not hold (e.g.
+/// downstream heads that a pretraining checkpoint has no copy of: they keep
+/// their fresh initialisation). Returns the names left as initialised.
+pub fn load_model_except(dir: &Path, vs: &nn::VarStore, new_prefixes: &[&str]) -> Result<Vec<String>, CheckpointError> {
+    verify(dir)?;
+    let model_path = dir.join(MODEL_FILE);
+    let is_new = |name: &str| new_prefixes.iter().any(|p| name.starts_with(p));
+    let pairs = checked_tensors(&model_path, vs, &is_new)?;
+    let mut fresh: Vec<String> = vs.variables().into_keys().filter(|k| is_new(k)).collect();
+    fresh.sort();
+    copy_into(&model_path, pairs)?;
+    Ok(fresh)
+}
+
+/// The tensor names in a checkpoint's model file, read from the safetensors
+/// header only.
+pub fn tensor_names(dir: &Path) -> Result<Vec<String>, CheckpointError> {
+    let path = dir.join(MODEL_FILE);
+    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
+    let mut file = File::open(&path).map_err(io_err(&path))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).map_err(|e| corrupt(format!("no safetensors header: {e}")))?;
+    let length = u64::from_le_bytes(length);
+    let size = file.metadata().map_err(io_err(&path))?.len();
+    if length > size.saturating_sub(8) {
+        return Err(corrupt(format!("header of {length} bytes in a file of {size}")));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header).map_err(|e| corrupt(format!("truncated header: {e}")))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("invalid safetensors header: {e}")))?;
+    Ok(header.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__").collect())
+}
+
 /// The trainer state (`trainer_state.json`) of a checkpoint, unverified.
 pub fn read_trainer_state(dir: &Path) -> Result<serde_json::Value, CheckpointError> {
     read_json(&dir.join(TRAINER_STATE_FILE))
@@ -371,8 +406,18 @@ fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
 
 /// The file's tensors paired with the variables of `vs`, checked for names and shapes.
 fn checked_model_tensors(path: &Path, vs: &nn::VarStore) -> Result<Vec<(String, Tensor, Tensor)>, CheckpointError> {
+    checked_tensors(path, vs, &|_| false)
+}
+
+/// Pairs every variable of `vs` but those `skipped` with its tensor in the file,
+/// checking that names and shapes match both ways.
+fn checked_tensors(
+    path: &Path,
+    vs: &nn::VarStore,
+    skipped: &dyn Fn(&str) -> bool,
+) -> Result<Vec<(String, Tensor, Tensor)>, CheckpointError> {
     let mut tensors: HashMap<String, Tensor> = read_tensors(path)?.into_iter().collect();
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(k, _)| !skipped(k)).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let mut pairs = Vec::with_capacity(vars.len());
     for (key, var) in vars {

@@ -49,6 +49,20 @@ const MVC_DROP: f64 = 0.25;
 const MLM_RATE: f64 = 0.15;
 const MPFC_PATCHES: usize = 8;
 
+/// Pads id lists with `pad_id` into `[B, T]` ids and a `[B, T]` mask.
+pub fn pad_ids(rows: impl Iterator<Item = Vec<i64>>, pad_id: i64) -> (Tensor, Tensor) {
+    let rows: Vec<Vec<i64>> = rows.collect();
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(rows.len() * width);
+    let mut mask = Vec::with_capacity(rows.len() * width);
+    for row in &rows {
+        ids.extend(row.iter().copied().chain(std::iter::repeat_n(pad_id, width - row.len())));
+        mask.extend((0..width).map(|t| i64::from(t < row.len())));
+    }
+    let shape = [rows.len() as i64, width as i64];
+    (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
+}
+
 /// The order of examples in one epoch.
 pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
@@ -157,18 +171,8 @@ impl PretrainSet {
         Ok(batch)
     }
 
-    /// Pads id lists with `pad_id` into `[B, T]` ids and a `[B, T]` mask.
     fn pad(&self, rows: impl Iterator<Item = Vec<i64>>) -> (Tensor, Tensor) {
-        let rows: Vec<Vec<i64>> = rows.collect();
-        let width = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(rows.len() * width);
-        let mut mask = Vec::with_capacity(rows.len() * width);
-        for row in &rows {
-            ids.extend(row.iter().copied().chain(std::iter::repeat_n(self.pad_id, width - row.len())));
-            mask.extend((0..width).map(|t| i64::from(t < row.len())));
-        }
-        let shape = [rows.len() as i64, width as i64];
-        (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
+        pad_ids(rows, self.pad_id)
     }
 
     /// The first view of each example and, for MVC, a second one.

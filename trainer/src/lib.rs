@@ -3,9 +3,12 @@
 //! small machine. Its checkpoints (safetensors, config.json, tokenizer.json) feed
 //! the index builder and the in-browser engine.
 //!
+//! - [`ablation`]: the paper's ablation rows run, evaluated and tabulated.
 //! - [`checkpoint`]: atomic run checkpoints (weights, optimiser state, configs,
 //!   trainer state) that a killed run resumes from exactly.
 //! - [`data`]: the pretraining batches of every task, reproducible per step.
+//! - [`eval`]: the paper's evaluation protocols (XMR random-100 and full gallery, TGIR, CR/SCR, OCIR, meta-sum).
+//! - [`finetune`]: the downstream fine-tunes (XMR, TGIR, CR/SCR, OCIR), per task or multi-task.
 //! - [`image`]: decoding and preprocessing product photos for the image encoder
 //!   (resize, random or centre crop, flip, normalisation).
 //! - [`losses`]: the losses of every task, as functions of tensors.
@@ -19,10 +22,14 @@
 //! - [`pretrain`]: the pretraining loop, metrics and resume; the image tokenizer's training.
 //! - [`pretext`]: the six pretext tasks and the per-step task sampler.
 //! - [`recipe`]: the `cpu` and `gpu` training recipes (TOML).
+//! - [`train_loop`]: the step loop, metrics and resume shared by pretraining and fine-tuning.
 //! - [`vqvae`]: the frozen image tokenizer whose codes MPFC predicts.
 
+pub mod ablation;
 pub mod checkpoint;
 pub mod data;
+pub mod eval;
+pub mod finetune;
 pub mod image;
 pub mod losses;
 pub mod masking;
@@ -34,4 +41,5 @@ pub mod prepare;
 pub mod pretext;
 pub mod pretrain;
 pub mod recipe;
+pub mod train_loop;
 pub mod vqvae;

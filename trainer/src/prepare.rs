@@ -76,7 +76,7 @@ pub fn load_eval_batch(paths: &[PathBuf], transform: &ImageTransform) -> Result<
 /// Feature maps take ~125 KB per photo, so they are streamed to a raw f16 file
 /// while computed and memory-mapped when read: the operating system pages them
 /// in and out, and a large catalog does not have to fit in RAM.
-fn image_tensors(
+pub(crate) fn image_tensors(
     photos: &[PathBuf],
     encoder: Option<&ImageEncoder>,
     tokenizer: Option<&VqVae>,

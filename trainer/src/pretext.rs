@@ -31,6 +31,12 @@ pub enum Task {
     Pac,
 }
 
+impl crate::train_loop::LoopTask for Task {
+    fn name(self) -> &'static str {
+        Task::name(self)
+    }
+}
+
 impl Task {
     pub const ALL: [Task; 6] = [Task::Itc, Task::Mvc, Task::Itm, Task::Mlm, Task::Mpfc, Task::Pac];
 
@@ -54,16 +60,16 @@ impl Task {
 /// Picks one task per step in proportion to its weight; tasks with weight 0
 /// or absent are never picked.
 #[derive(Debug, Clone)]
-pub struct TaskSampler {
-    tasks: Vec<(Task, f64)>,
+pub struct TaskSampler<T = Task> {
+    tasks: Vec<(T, f64)>,
     total: f64,
 }
 
-impl TaskSampler {
-    pub fn new(weights: &BTreeMap<Task, f64>) -> Result<Self, String> {
-        let tasks: Vec<(Task, f64)> = weights.iter().filter(|(_, w)| **w > 0.0).map(|(t, w)| (*t, *w)).collect();
+impl<T: crate::train_loop::LoopTask> TaskSampler<T> {
+    pub fn new(weights: &BTreeMap<T, f64>) -> Result<Self, String> {
+        let tasks: Vec<(T, f64)> = weights.iter().filter(|(_, w)| **w > 0.0).map(|(t, w)| (*t, *w)).collect();
         if tasks.is_empty() {
-            return Err("no pretext task has a positive probability".into());
+            return Err("no task has a positive probability".into());
         }
         if let Some((t, w)) = weights.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
             return Err(format!("task {} has an invalid probability {w}", t.name()));
@@ -72,11 +78,11 @@ impl TaskSampler {
         Ok(TaskSampler { tasks, total })
     }
 
-    pub fn tasks(&self) -> impl Iterator<Item = Task> + '_ {
+    pub fn tasks(&self) -> impl Iterator<Item = T> + '_ {
         self.tasks.iter().map(|(t, _)| *t)
     }
 
-    pub fn sample<R: Rng>(&self, rng: &mut R) -> Task {
+    pub fn sample<R: Rng>(&self, rng: &mut R) -> T {
         let mut pick = rng.gen::<f64>() * self.total;
         for &(task, weight) in &self.tasks {
             if pick < weight {

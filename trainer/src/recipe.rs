@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::finetune::Downstream;
 use crate::model::image_encoder::Backbone;
 use crate::pac::PacRule;
 use crate::pretext::Task;
@@ -31,6 +32,20 @@ pub struct VqVaeRecipe {
     pub lr: f64,
     #[serde(default)]
     pub channels: Option<Vec<i64>>,
+}
+
+/// The downstream fine-tune's settings (the rest comes from the recipe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneRecipe {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub decay_steps: Vec<u64>,
+    /// Sampling weight of each downstream task; one task gives the paper's
+    /// per-task fine-tune, all of them the multi-task one.
+    pub tasks: BTreeMap<Downstream, f64>,
 }
 
 /// A training recipe.
@@ -72,6 +87,7 @@ pub struct Recipe {
     pub vqvae: VqVaeRecipe,
     #[serde(default)]
     pub pac: PacRule,
+    pub finetune: FinetuneRecipe,
 }
 
 /// Errors of reading a recipe, naming the file.
@@ -112,6 +128,10 @@ impl Recipe {
         if !["cpu", "cuda", "auto"].contains(&self.device.as_str()) {
             return Err(format!("device `{}`: expected cpu, cuda or auto", self.device));
         }
+        if self.finetune.batch_size < 2 || self.finetune.steps == 0 {
+            return Err("finetune.batch_size must be at least 2 and finetune.steps positive".into());
+        }
+        crate::pretext::TaskSampler::new(&self.finetune.tasks).map_err(|e| format!("finetune.tasks: {e}"))?;
         crate::pretext::TaskSampler::new(&self.tasks).map(|_| ())
     }
 

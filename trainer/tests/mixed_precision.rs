@@ -10,8 +10,9 @@ use vitrine_core::catalog::{self, ImportOptions};
 use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_trainer::data::step_rng;
 use vitrine_trainer::pretext::{Task, TaskSampler};
-use vitrine_trainer::pretrain::{pretrain, read_metrics, train_vqvae, ModelPaths, METRICS_FILE};
+use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::train_loop::{read_metrics, METRICS_FILE};
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 
@@ -56,6 +57,7 @@ fn bf16_autocast_trains_every_task_like_f32() {
         bert: models.join("all-MiniLM-L6-v2"),
         image_encoder: models.join("efficientnet-lite0/model.safetensors"),
         vqvae: Some(vqvae),
+        feature_cache: None,
     };
 
     let full = dir.path().join("f32");
@@ -64,8 +66,8 @@ fn bf16_autocast_trains_every_task_like_f32() {
     let mixed = dir.path().join("bf16");
     pretrain(&catalog, &recipe, &paths, &mixed, false).unwrap();
 
-    let full = read_metrics(&full.join(METRICS_FILE)).unwrap();
-    let mixed = read_metrics(&mixed.join(METRICS_FILE)).unwrap();
+    let full = read_metrics::<Task>(&full.join(METRICS_FILE)).unwrap();
+    let mixed = read_metrics::<Task>(&mixed.join(METRICS_FILE)).unwrap();
     assert_eq!(full.len(), 18);
     assert_eq!(mixed.len(), 18);
     let tasks: BTreeSet<_> = mixed.iter().map(|m| m.task).collect();

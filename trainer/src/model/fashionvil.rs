@@ -6,13 +6,15 @@
 //! VarStore names (the checkpoint's `model.safetensors`): `bert.*` (Hugging
 //! Face names under a `bert.` prefix), `fusion_bert.*` when text and fusion are
 //! not shared, `image_encoder.*` (efficientnet_pytorch or torchvision names), and our own
-//! `visual_projection`, `embedding_scale`, `heads.{itm,mlm,mpfc,pac}`.
+//! `visual_projection`, `embedding_scale`, `heads.{itm,mlm,mpfc,pac}` and, after
+//! fine-tuning, `heads.{category,subcategory,ocir}` (see [`super::downstream`]).
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::bert::{l2_normalize, masked_mean, BertConfig, BertModel, TextFusionBert};
+use super::downstream::DownstreamHeads;
 use super::image_encoder::{Backbone, ImageEncoder};
 
 /// The parts of the model beyond BERT's own config.
@@ -32,6 +34,12 @@ pub struct FashionVilConfig {
     pub pac_scale: f64,
     /// MPFC classes: the image tokenizer's codebook size.
     pub mpfc_codes: i64,
+    /// Category and subcategory classes of the downstream heads; 0 in a
+    /// pretrained model, which has none.
+    #[serde(default)]
+    pub categories: i64,
+    #[serde(default)]
+    pub subcategories: i64,
 }
 
 impl Default for FashionVilConfig {
@@ -45,6 +53,8 @@ impl Default for FashionVilConfig {
             pac_attributes: 1,
             pac_scale: 10.0,
             mpfc_codes: 1024,
+            categories: 0,
+            subcategories: 0,
         }
     }
 }
@@ -91,6 +101,8 @@ pub struct FashionVil {
     /// Class weights of the PAC cosine classifier `[attributes, H]`, shared by
     /// image and text embeddings.
     pub pac_weights: Tensor,
+    /// CR, SCR and OCIR heads, present when the config has categories.
+    pub downstream: Option<DownstreamHeads>,
 }
 
 impl FashionVil {
@@ -108,6 +120,8 @@ impl FashionVil {
             mlm_head: MlmHead::new(&heads / "mlm", bert),
             mpfc_head: nn::linear(&heads / "mpfc", h, config.mpfc_codes, Default::default()),
             pac_weights: heads.var("pac_weights", &[config.pac_attributes, h], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
+            downstream: (config.categories > 0)
+                .then(|| DownstreamHeads::new(&heads, h, config.categories, config.subcategories.max(1), bert.layer_norm_eps)),
             config,
         }
     }
@@ -124,7 +138,8 @@ impl FashionVil {
         self.visual_projection.forward(&tokens.to_kind(Kind::Float))
     }
 
-    fn scaled(&self, x: &Tensor) -> Tensor {
+    /// `x` L2-normalised and multiplied by the learnable scale: an embedding.
+    pub fn scaled(&self, x: &Tensor) -> Tensor {
         l2_normalize(x) * &self.embedding_scale
     }
 

@@ -2,6 +2,7 @@
 //! encoder, and the heads of the pretext and downstream tasks.
 
 pub mod bert;
+pub mod downstream;
 pub mod efficientnet;
 pub mod fashionvil;
 pub mod image_encoder;

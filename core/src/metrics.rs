@@ -1,0 +1,76 @@
+//! Retrieval and classification metrics, as plain functions over scores and
+//! labels so that the trainer's evaluation, the bundle checks and the
+//! benchmarks compute them the same way.
+
+use std::collections::BTreeSet;
+
+/// 0-based rank of `scores[positive]`: how many other entries score strictly
+/// higher, plus those that tie with it and come before it (ties never help).
+pub fn rank_of(scores: &[f32], positive: usize) -> usize {
+    let target = scores[positive];
+    scores.iter().enumerate().filter(|&(i, &s)| i != positive && (s > target || (s == target && i < positive))).count()
+}
+
+/// Percentage of ranks below `k` (recall@k in percent, as the paper reports).
+pub fn recall_at(ranks: &[usize], k: usize) -> f64 {
+    if ranks.is_empty() {
+        return 0.0;
+    }
+    100.0 * ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
+}
+
+/// Percentage of predictions equal to the truth.
+pub fn accuracy(truth: &[usize], predicted: &[usize]) -> f64 {
+    if truth.is_empty() {
+        return 0.0;
+    }
+    100.0 * truth.iter().zip(predicted).filter(|(t, p)| t == p).count() as f64 / truth.len() as f64
+}
+
+/// Macro-averaged F1 in percent over the classes present in `truth`
+/// (scikit-learn's `f1_score(average="macro", labels=present)`).
+pub fn macro_f1(truth: &[usize], predicted: &[usize]) -> f64 {
+    let classes: BTreeSet<usize> = truth.iter().copied().collect();
+    if classes.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = classes
+        .iter()
+        .map(|&c| {
+            let tp = truth.iter().zip(predicted).filter(|&(&t, &p)| t == c && p == c).count() as f64;
+            let fp = truth.iter().zip(predicted).filter(|&(&t, &p)| t != c && p == c).count() as f64;
+            let fn_ = truth.iter().zip(predicted).filter(|&(&t, &p)| t == c && p != c).count() as f64;
+            if tp == 0.0 {
+                0.0
+            } else {
+                2.0 * tp / (2.0 * tp + fp + fn_)
+            }
+        })
+        .sum();
+    100.0 * total / classes.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_counts_higher_scores_and_earlier_ties() {
+        assert_eq!(rank_of(&[0.1, 0.9, 0.5], 2), 1);
+        assert_eq!(rank_of(&[0.1, 0.9, 0.5], 1), 0);
+        assert_eq!(rank_of(&[0.5, 0.5, 0.5], 2), 2, "a tie ranks the positive last among equals before it");
+        assert_eq!(rank_of(&[0.5, 0.5, 0.5], 0), 0);
+    }
+
+    #[test]
+    fn recall_accuracy_and_macro_f1_match_hand_computed_values() {
+        assert_eq!(recall_at(&[0, 3, 10, 1], 2), 50.0);
+        assert_eq!(recall_at(&[0, 3, 10, 1], 11), 100.0);
+        assert_eq!(accuracy(&[0, 1, 2, 2], &[0, 1, 1, 2]), 75.0);
+        // Class 0: tp 1, fp 0, fn 0 → 1. Class 1: tp 1, fp 1, fn 0 → 2/3.
+        // Class 2: tp 1, fp 0, fn 1 → 2/3. Mean 7/9.
+        let f1 = macro_f1(&[0, 1, 2, 2], &[0, 1, 1, 2]);
+        assert!((f1 - 100.0 * 7.0 / 9.0).abs() < 1e-9, "{f1}");
+        assert_eq!(macro_f1(&[1, 1], &[0, 0]), 0.0);
+    }
+}

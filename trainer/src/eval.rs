@@ -1,0 +1,308 @@
+//! The evaluation protocols of the paper, plus full-gallery retrieval, on one
+//! split of a catalog (the H&M test split for every reported figure):
+//!
+//! - XMR "random-100": 1,000 random query items; each ranks its one positive
+//!   (its own text for ITR, its own photo for TIR) against 100 negatives of
+//!   the same subcategory, R@1/5/10, averaged over 5 seeds. Where a
+//!   subcategory has fewer than 100 other items in the split, all of them are
+//!   used and the rest of the 100 are drawn from the whole split (stated in
+//!   the report as `negatives_filled`). Full gallery: every item of the split.
+//! - TGIR: R@10/R@50 per target category over the gallery of unique targets
+//!   of that category (FashionIQ style), and their mean.
+//! - CR/SCR: accuracy and macro-F1 (classes present in the split).
+//! - OCIR: R@10/30/50 of the hidden item among the split's items of its
+//!   category, per category and weighted by the category's share of questions.
+//! - Meta-sum (the paper's ablation score): mean R of ITR + mean R of TIR
+//!   (random-100) + mean of TGIR R@10/R@50 + mean of SCR accuracy and
+//!   macro-F1 + mean of OCIR R@10/30/50.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use rand::seq::index::sample;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use vitrine_core::catalog::{Catalog, Split};
+use vitrine_core::metrics::{accuracy, macro_f1, rank_of, recall_at};
+use vitrine_core::tasks::Labels;
+
+use crate::finetune::{fused_pooled, ocir_query, tgir_query, CatalogInputs, Finetuned, OcirExample, SplitExamples};
+use crate::train_loop::TrainError;
+
+/// Queries of the random-100 protocol, negatives per query, seeds.
+const RANDOM_QUERIES: usize = 1000;
+const RANDOM_NEGATIVES: usize = 100;
+const RANDOM_SEEDS: u64 = 5;
+/// Rows embedded per forward pass.
+const EVAL_BATCH: usize = 64;
+
+/// R@1/5/10 of both retrieval directions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Xmr {
+    pub itr: [f64; 3],
+    pub tir: [f64; 3],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Classification {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub items: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recalls {
+    /// (k, recall in percent).
+    pub at: Vec<(usize, f64)>,
+    pub queries: usize,
+}
+
+/// Everything `vitrine-train eval` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub split: String,
+    pub items: usize,
+    pub xmr_random100: Xmr,
+    /// Queries whose subcategory had too few items and got negatives from the whole split.
+    pub negatives_filled: usize,
+    pub xmr_full_gallery: Xmr,
+    pub tgir: BTreeMap<String, Recalls>,
+    pub tgir_mean: [f64; 2],
+    pub cr: Classification,
+    pub scr: Classification,
+    pub ocir: BTreeMap<String, Recalls>,
+    pub ocir_weighted: [f64; 3],
+    pub meta_sum: f64,
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        0.0
+    } else {
+        xs.iter().sum::<f64>() / xs.len() as f64
+    }
+}
+
+/// Rows of a `[N, H]` tensor as vectors.
+fn to_rows(t: &Tensor) -> Vec<Vec<f32>> {
+    let t = t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+    let (n, h) = (t.size()[0] as usize, t.size()[1] as usize);
+    let mut flat = vec![0f32; n * h];
+    t.copy_data(&mut flat, n * h);
+    flat.chunks(h.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The embeddings (or other per-row outputs) of `rows`, computed in batches.
+fn batched(rows: &[usize], mut f: impl FnMut(&[usize]) -> Result<Tensor, TrainError>) -> Result<Vec<Vec<f32>>, TrainError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(EVAL_BATCH) {
+        out.extend(to_rows(&tch::no_grad(|| f(chunk))?));
+    }
+    Ok(out)
+}
+
+/// Evaluates a fine-tuned model on `split` of `catalog`.
+pub fn evaluate(
+    finetuned: &Finetuned,
+    catalog: &Catalog,
+    labels: &Labels,
+    inputs: &CatalogInputs,
+    split: Split,
+    device: Device,
+) -> Result<EvalReport, TrainError> {
+    let model = &finetuned.model;
+    let examples = SplitExamples::new(catalog, labels, inputs, &finetuned.tokenizer, split)?;
+    let rows = &examples.rows;
+    let bar = crate::prepare::progress(5, "evaluating");
+    bar.set_message("embedding items");
+    let images = batched(rows, |chunk| Ok(model.image_embedding(&inputs.visual_tokens(model, chunk, None, device)?)))?;
+    let texts = batched(rows, |chunk| {
+        let (ids, mask) = inputs.item_texts(chunk, device);
+        Ok(model.text_embedding(&ids, &mask, false))
+    })?;
+    bar.inc(1);
+
+    // XMR: position i of `rows` is both the query and the positive.
+    let subcategory_of: Vec<&str> = rows.iter().map(|&r| catalog.items[inputs.items[r]].subcategory.as_str()).collect();
+    let mut by_subcategory: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in subcategory_of.iter().enumerate() {
+        by_subcategory.entry(s).or_default().push(i);
+    }
+    let (mut itr, mut tir) = (vec![[0.0; 3]; 0], vec![[0.0; 3]; 0]);
+    let mut negatives_filled = 0;
+    for seed in 0..RANDOM_SEEDS {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let queries = sample(&mut rng, rows.len(), RANDOM_QUERIES.min(rows.len())).into_vec();
+        let (mut itr_ranks, mut tir_ranks) = (Vec::new(), Vec::new());
+        for &q in &queries {
+            let mut negatives: Vec<usize> = by_subcategory[subcategory_of[q]].iter().copied().filter(|&j| j != q).collect();
+            negatives.shuffle(&mut rng);
+            negatives.truncate(RANDOM_NEGATIVES);
+            if negatives.len() < RANDOM_NEGATIVES && rows.len() > RANDOM_NEGATIVES {
+                if seed == 0 {
+                    negatives_filled += 1;
+                }
+                while negatives.len() < RANDOM_NEGATIVES {
+                    let j = rand::Rng::gen_range(&mut rng, 0..rows.len());
+                    if j != q && !negatives.contains(&j) {
+                        negatives.push(j);
+                    }
+                }
+            }
+            let candidates: Vec<usize> = std::iter::once(q).chain(negatives).collect();
+            let scores: Vec<f32> = candidates.iter().map(|&c| dot(&images[q], &texts[c])).collect();
+            itr_ranks.push(rank_of(&scores, 0));
+            let scores: Vec<f32> = candidates.iter().map(|&c| dot(&texts[q], &images[c])).collect();
+            tir_ranks.push(rank_of(&scores, 0));
+        }
+        itr.push([1, 5, 10].map(|k| recall_at(&itr_ranks, k)));
+        tir.push([1, 5, 10].map(|k| recall_at(&tir_ranks, k)));
+    }
+    let average = |runs: &[[f64; 3]]| [0, 1, 2].map(|i| mean(&runs.iter().map(|r| r[i]).collect::<Vec<_>>()));
+    let xmr_random100 = Xmr { itr: average(&itr), tir: average(&tir) };
+    let full_ranks = |queries: &[Vec<f32>], gallery: &[Vec<f32>]| -> Vec<usize> {
+        queries.iter().enumerate().map(|(i, q)| rank_of(&gallery.iter().map(|g| dot(q, g)).collect::<Vec<_>>(), i)).collect()
+    };
+    let (itr_full, tir_full) = (full_ranks(&images, &texts), full_ranks(&texts, &images));
+    let xmr_full_gallery = Xmr { itr: [1, 5, 10].map(|k| recall_at(&itr_full, k)), tir: [1, 5, 10].map(|k| recall_at(&tir_full, k)) };
+    bar.inc(1);
+
+    // TGIR: per target category, the gallery of unique targets.
+    bar.set_message("text-guided retrieval");
+    let tgir_queries = batched(&(0..examples.tgir.len()).collect::<Vec<_>>(), |chunk| {
+        let references: Vec<usize> = chunk.iter().map(|&i| examples.tgir[i].reference).collect();
+        tgir_query(model, inputs, &references, chunk.iter().map(|&i| examples.tgir[i].modification.clone()), None, false, device)
+    })?;
+    let row_position: HashMap<usize, usize> = rows.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+    let category_of_row = |row: usize| catalog.items[inputs.items[row]].category.clone();
+    let mut tgir_by_category: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, example) in examples.tgir.iter().enumerate() {
+        tgir_by_category.entry(category_of_row(example.target)).or_default().push(i);
+    }
+    let mut tgir = BTreeMap::new();
+    for (category, members) in tgir_by_category {
+        let mut gallery: Vec<usize> = members.iter().map(|&i| examples.tgir[i].target).collect();
+        gallery.sort_unstable();
+        gallery.dedup();
+        let ranks: Vec<usize> = members
+            .iter()
+            .map(|&i| {
+                let scores: Vec<f32> = gallery.iter().map(|&g| dot(&tgir_queries[i], &images[row_position[&g]])).collect();
+                rank_of(&scores, gallery.binary_search(&examples.tgir[i].target).expect("target in its gallery"))
+            })
+            .collect();
+        tgir.insert(category, Recalls { at: vec![(10, recall_at(&ranks, 10)), (50, recall_at(&ranks, 50))], queries: ranks.len() });
+    }
+    let tgir_mean = [0, 1].map(|i| mean(&tgir.values().map(|r| r.at[i].1).collect::<Vec<_>>()));
+    bar.inc(1);
+
+    // CR/SCR.
+    bar.set_message("category recognition");
+    let heads = model.downstream.as_ref().expect("a fine-tuned model has downstream heads");
+    let labelled_rows: Vec<usize> = examples.labelled.iter().map(|l| l.0).collect();
+    let mut predicted = (Vec::new(), Vec::new());
+    for chunk in labelled_rows.chunks(EVAL_BATCH) {
+        tch::no_grad(|| -> Result<(), TrainError> {
+            let pooled = fused_pooled(model, inputs, chunk, None, false, device)?;
+            predicted.0.extend(Vec::<i64>::try_from(heads.category.forward(&pooled).argmax(-1, false)).expect("int64 classes"));
+            predicted.1.extend(Vec::<i64>::try_from(heads.subcategory.forward(&pooled).argmax(-1, false)).expect("int64 classes"));
+            Ok(())
+        })?;
+    }
+    let classification = |truth: Vec<usize>, predicted: &[i64]| {
+        let predicted: Vec<usize> = predicted.iter().map(|&p| p as usize).collect();
+        Classification { accuracy: accuracy(&truth, &predicted), macro_f1: macro_f1(&truth, &predicted), items: truth.len() }
+    };
+    let cr = classification(examples.labelled.iter().map(|l| l.1).collect(), &predicted.0);
+    let scr = classification(examples.labelled.iter().map(|l| l.2).collect(), &predicted.1);
+    bar.inc(1);
+
+    // OCIR: candidates are the split's items of the hidden item's category.
+    bar.set_message("outfit completion");
+    let ocir_queries = batched(&(0..examples.ocir.len()).collect::<Vec<_>>(), |chunk| {
+        let outfits: Vec<&OcirExample> = chunk.iter().map(|&i| &examples.ocir[i]).collect();
+        ocir_query(model, inputs, &outfits, None, device)
+    })?;
+    let mut candidates_of: HashMap<String, Vec<usize>> = HashMap::new();
+    for &r in rows {
+        candidates_of.entry(category_of_row(r)).or_default().push(r);
+    }
+    let mut ocir_ranks: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (example, query) in examples.ocir.iter().zip(&ocir_queries) {
+        let category = category_of_row(example.answer);
+        let candidates = &candidates_of[&category];
+        let scores: Vec<f32> = candidates.iter().map(|&c| dot(query, &images[row_position[&c]])).collect();
+        let answer = candidates.iter().position(|&c| c == example.answer).expect("the answer is a candidate of its category");
+        ocir_ranks.entry(category).or_default().push(rank_of(&scores, answer));
+    }
+    let ks = [10, 30, 50];
+    let ocir: BTreeMap<String, Recalls> = ocir_ranks
+        .iter()
+        .map(|(c, ranks)| (c.clone(), Recalls { at: ks.iter().map(|&k| (k, recall_at(ranks, k))).collect(), queries: ranks.len() }))
+        .collect();
+    let questions = examples.ocir.len().max(1) as f64;
+    let ocir_weighted = [0, 1, 2].map(|i| ocir.values().map(|r| r.at[i].1 * r.queries as f64 / questions).sum::<f64>());
+    bar.inc(1);
+    bar.finish_and_clear();
+
+    let meta_sum =
+        mean(&xmr_random100.itr) + mean(&xmr_random100.tir) + mean(&tgir_mean) + (scr.accuracy + scr.macro_f1) / 2.0 + mean(&ocir_weighted);
+    Ok(EvalReport {
+        split: split.to_string(),
+        items: rows.len(),
+        xmr_random100,
+        negatives_filled,
+        xmr_full_gallery,
+        tgir,
+        tgir_mean,
+        cr,
+        scr,
+        ocir,
+        ocir_weighted,
+        meta_sum,
+    })
+}
+
+impl EvalReport {
+    /// The report as Markdown tables in the paper's shape.
+    pub fn markdown(&self, title: &str) -> String {
+        let mut md = String::new();
+        let r = |x: f64| format!("{x:.1}");
+        let _ = writeln!(md, "### {title}\n");
+        let _ = writeln!(md, "{} split, {} items.\n", self.split, self.items);
+        let _ = writeln!(md, "| XMR | ITR R@1 | ITR R@5 | ITR R@10 | TIR R@1 | TIR R@5 | TIR R@10 |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for (name, x) in [("random-100 (5 seeds)", &self.xmr_random100), ("full gallery", &self.xmr_full_gallery)] {
+            let cells: Vec<String> = x.itr.iter().chain(&x.tir).map(|&v| r(v)).collect();
+            let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(md, "\n| TGIR category | queries | R@10 | R@50 |\n|---|---|---|---|");
+        for (category, recalls) in &self.tgir {
+            let _ = writeln!(md, "| {category} | {} | {} | {} |", recalls.queries, r(recalls.at[0].1), r(recalls.at[1].1));
+        }
+        let _ = writeln!(md, "| **mean** | | {} | {} |", r(self.tgir_mean[0]), r(self.tgir_mean[1]));
+        let _ = writeln!(md, "\n| recognition | items | accuracy | macro-F1 |\n|---|---|---|---|");
+        for (name, c) in [("CR", &self.cr), ("SCR", &self.scr)] {
+            let _ = writeln!(md, "| {name} | {} | {} | {} |", c.items, r(c.accuracy), r(c.macro_f1));
+        }
+        let w = &self.ocir_weighted;
+        let _ = writeln!(md, "\n| OCIR (weighted by category) | R@10 | R@30 | R@50 |\n|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| {} questions | {} | {} | {} |",
+            self.ocir.values().map(|r| r.queries).sum::<usize>(),
+            r(w[0]),
+            r(w[1]),
+            r(w[2])
+        );
+        let _ = writeln!(md, "\nMeta-sum: **{}**", r(self.meta_sum));
+        md
+    }
+}
