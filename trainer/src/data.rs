@@ -25,9 +25,11 @@ pub enum ImageSource {
     /// `gpu` recipe. `views[i]` lists the photos of example i: MVC's second
     /// view is another photo when there is one, else another augmentation.
     Photos { views: Vec<Vec<PathBuf>>, transform: ImageTransform },
-    /// Feature maps `[N, C, 7, 7]` of a frozen image encoder (the `cpu`
-    /// recipe); augmentation is a horizontal flip of the grid.
-    Features(Tensor),
+    /// Feature maps of a frozen image encoder (the `cpu` recipe): `maps` holds
+    /// one `[C, 7, 7]` map per catalog photo (the cache shared with
+    /// fine-tuning), and example i reads row `rows[i]`. Augmentation is a
+    /// horizontal flip of the grid.
+    Features { maps: Tensor, rows: Vec<i64> },
 }
 
 /// Everything the pretext tasks read, one entry per training example.
@@ -178,9 +180,9 @@ impl PretrainSet {
     /// The first view of each example and, for MVC, a second one.
     fn images(&self, positions: &[usize], plain: bool, second: bool, rng: &mut ChaCha8Rng) -> Result<(Tensor, Option<Tensor>), ImageError> {
         match &self.images {
-            ImageSource::Features(features) => {
-                let index = Tensor::from_slice(&positions.iter().map(|&p| p as i64).collect::<Vec<_>>());
-                let picked = features.index_select(0, &index).to_kind(Kind::Float);
+            ImageSource::Features { maps, rows } => {
+                let index = Tensor::from_slice(&positions.iter().map(|&p| rows[p]).collect::<Vec<_>>());
+                let picked = maps.index_select(0, &index).to_kind(Kind::Float);
                 let flips: Vec<bool> = positions.iter().map(|_| !plain && rng.gen_bool(0.5)).collect();
                 let first = flip_rows(&picked, &flips);
                 // The second view is the mirror image of the first.
@@ -250,7 +252,7 @@ mod tests {
         let features = Tensor::arange((n * 8 * 49) as i64, (Kind::Float, Device::Cpu)).view([n as i64, 8, 7, 7]);
         PretrainSet {
             encodings,
-            images: ImageSource::Features(features),
+            images: ImageSource::Features { maps: features, rows: (0..n as i64).collect() },
             codes: Some(Tensor::arange((n * 49) as i64, (Kind::Int64, Device::Cpu)).view([n as i64, 49]).remainder(16)),
             attributes: (0..n).map(|i| vec![i % 3, 3]).collect(),
             attribute_count: 4,
@@ -300,8 +302,8 @@ mod tests {
 
     impl PretrainSet {
         fn images_of(&self, positions: &[usize]) -> Tensor {
-            let ImageSource::Features(f) = &self.images else { unreachable!() };
-            f.index_select(0, &Tensor::from_slice(&positions.iter().map(|&p| p as i64).collect::<Vec<_>>()))
+            let ImageSource::Features { maps, rows } = &self.images else { unreachable!() };
+            maps.index_select(0, &Tensor::from_slice(&positions.iter().map(|&p| rows[p]).collect::<Vec<_>>()))
         }
     }
 }

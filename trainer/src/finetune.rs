@@ -103,7 +103,7 @@ impl CatalogInputs {
         cache: &Path,
         device: Device,
     ) -> Result<CatalogInputs, TrainError> {
-        let items: Vec<usize> = (0..catalog.items.len()).filter(|&i| !catalog.items[i].images.is_empty()).collect();
+        let items = crate::prepare::items_with_photos(catalog);
         let row_of = items.iter().enumerate().map(|(row, &item)| (item, row)).collect();
         let texts = items
             .iter()

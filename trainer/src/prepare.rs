@@ -51,6 +51,12 @@ pub fn train_examples(catalog: &Catalog, recipe: &Recipe) -> Vec<usize> {
     items
 }
 
+/// The catalog items with a photo, in catalog order: the rows of the feature
+/// cache that pretraining and fine-tuning share.
+pub fn items_with_photos(catalog: &Catalog) -> Vec<usize> {
+    (0..catalog.items.len()).filter(|&i| !catalog.items[i].images.is_empty()).collect()
+}
+
 /// The first image of each example, as a file path.
 pub fn first_photos(catalog: &Catalog, examples: &[usize]) -> Vec<PathBuf> {
     examples.iter().map(|&i| catalog.image_path(&catalog.items[i].images[0]).unwrap_or_default()).collect()
@@ -190,27 +196,28 @@ pub fn pretrain_set(
     let encodings = examples.iter().map(|&i| tokenizer.encode(&catalog.items[i].text())).collect::<Result<Vec<_>, _>>()?;
     let vocabulary = PacVocabulary::mine(examples.iter().map(|&i| &catalog.items[i]), &recipe.pac);
     let attributes = examples.iter().map(|&i| vocabulary.attributes_of(&catalog.items[i])).collect();
-    let photos = first_photos(catalog, &examples);
     let frozen = recipe.image_encoder == ImageEncoderMode::Frozen;
     let encoder_vs = nn::VarStore::new(device);
-    let encoder = if frozen {
+    let images = if frozen {
         let root = encoder_vs.root() / "image_encoder";
         let encoder = ImageEncoder::pretrained(&encoder_vs, &root, recipe.image_backbone, image_weights)
             .map_err(|e| PrepareError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
-        Some(encoder)
+        let catalog_items = items_with_photos(catalog);
+        let (maps, _) = image_tensors(&first_photos(catalog, &catalog_items), Some(&encoder), None, cache, device)?;
+        let row_of: std::collections::HashMap<usize, i64> = catalog_items.iter().enumerate().map(|(row, &item)| (item, row as i64)).collect();
+        ImageSource::Features { maps: maps.expect("features were asked for"), rows: examples.iter().map(|i| row_of[i]).collect() }
     } else {
-        None
-    };
-    let (features, codes) = image_tensors(&photos, encoder.as_ref(), image_tokenizer, cache, device)?;
-    let images = match features {
-        Some(features) => ImageSource::Features(features),
-        None => ImageSource::Photos {
+        ImageSource::Photos {
             views: examples
                 .iter()
                 .map(|&i| catalog.items[i].images.iter().filter_map(|image| catalog.image_path(image)).collect())
                 .collect(),
             transform: ImageTransform::default(),
-        },
+        }
+    };
+    let codes = match image_tokenizer {
+        Some(tokenizer) => image_tensors(&first_photos(catalog, &examples), None, Some(tokenizer), cache, device)?.1,
+        None => None,
     };
     let token = |t: &'static str| tokenizer.token_to_id(t).map(i64::from).ok_or(PrepareError::MissingToken(t));
     let set = PretrainSet {
