@@ -39,6 +39,9 @@ fn tokenizer_json() -> Vec<u8> {
     .into_bytes()
 }
 
+const CATEGORIES: usize = 3;
+const SUBCATEGORIES: usize = 5;
+
 fn config_json(share_text_fusion: bool) -> Vec<u8> {
     serde_json::json!({
         "vocab_size": VOCAB.len(), "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": 4,
@@ -50,6 +53,16 @@ fn config_json(share_text_fusion: bool) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// The config of a fine-tuned checkpoint: class counts and names.
+fn finetuned_config_json() -> Vec<u8> {
+    let mut config: serde_json::Value = serde_json::from_slice(&config_json(true)).unwrap();
+    config["fashionvil"]["categories"] = CATEGORIES.into();
+    config["fashionvil"]["subcategories"] = SUBCATEGORIES.into();
+    config["categories"] = serde_json::json!(["Shoes", "Dresses", "Bags"]);
+    config["subcategories"] = serde_json::json!(["Boots", "Sneakers", "Maxi", "Mini", "Tote"]);
+    config.to_string().into_bytes()
 }
 
 struct Tensors {
@@ -115,6 +128,26 @@ fn checkpoint(share_text_fusion: bool, seed: u64) -> Vec<u8> {
     t.linear("heads.itm", HIDDEN, 2);
     t.linear("heads.mpfc", HIDDEN, 8);
     t.add("heads.pac_weights", &[3, HIDDEN], 0.1, 0.0);
+    t.serialize()
+}
+
+/// A random fine-tuned checkpoint: a shared one plus the downstream heads.
+fn finetuned_checkpoint(seed: u64) -> Vec<u8> {
+    let mut t = Tensors { rng: ChaCha8Rng::seed_from_u64(seed), out: Vec::new() };
+    let file = checkpoint(true, seed);
+    let base = safetensors::SafeTensors::deserialize(&file).unwrap();
+    for (name, view) in base.tensors() {
+        let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        t.out.push((name, Tensor::from_vec(values, view.shape(), &Device::Cpu).unwrap()));
+    }
+    for (head, classes) in [("category", CATEGORIES), ("subcategory", SUBCATEGORIES)] {
+        t.linear(&format!("heads.{head}.transform.dense"), HIDDEN, HIDDEN);
+        t.layer_norm(&format!("heads.{head}.transform.LayerNorm"));
+        t.linear(&format!("heads.{head}.classifier"), HIDDEN, classes);
+    }
+    t.add("heads.ocir.category_embeddings.weight", &[CATEGORIES, HIDDEN], 1.0, 0.0);
+    t.linear("heads.ocir.dense", 2 * HIDDEN, HIDDEN);
+    t.linear("heads.ocir.output", HIDDEN, HIDDEN);
     t.serialize()
 }
 
@@ -283,4 +316,44 @@ fn loading_errors_name_the_tensor_and_the_file() {
     assert!(matches!(CheckpointConfig::from_json(b"{\"hidden_size\": 3}", "c.json").err().unwrap(), ModelError::Config { .. }));
     let long = encoder(true, &bytes, F32).embed(&"a ".repeat(40)).map(|e| e.len());
     assert_eq!(long.unwrap(), HIDDEN, "long texts are truncated, not rejected");
+}
+
+#[test]
+fn a_fine_tuned_checkpoint_has_the_category_and_outfit_heads() {
+    let bytes = finetuned_checkpoint(7);
+    let config = CheckpointConfig::from_json(&finetuned_config_json(), "config.json").unwrap();
+    assert_eq!(config.categories, ["Shoes", "Dresses", "Bags"]);
+    let model = FashionVil::load(&config, &Weights::from_bytes(&bytes, "model.safetensors").unwrap(), F32).unwrap();
+    let features = Tensor::randn(0f32, 1.0, (3, CHANNELS, 3, 3), &Device::Cpu).unwrap();
+    let tokens = model.visual_tokens(&features).unwrap();
+    let text = Tensor::new(&[[2u32, 8, 7, 3], [2, 5, 11, 3], [2, 10, 9, 3]], &Device::Cpu).unwrap();
+    let mask = Tensor::ones((3, 4), DType::F32, &Device::Cpu).unwrap();
+    let (text_out, _) = model.fuse(&text, &mask, &tokens, &Tensor::ones((3, VISUAL_TOKENS), DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let pooled = model.pooled(&text_out).unwrap();
+    assert_eq!(model.category_logits(&pooled).unwrap().dims(), [3, CATEGORIES]);
+    assert_eq!(model.subcategory_logits(&pooled).unwrap().dims(), [3, SUBCATEGORIES]);
+
+    // Outfit 0 = items 0 and 2, outfit 1 = item 1; item 2 is item 0 scaled,
+    // so outfit 0's query equals that of item 0 alone.
+    let items = model.image_embedding(&tokens).unwrap();
+    let items = Tensor::cat(&[items.narrow(0, 0, 2).unwrap(), (items.narrow(0, 0, 1).unwrap() * 3.0).unwrap()], 0).unwrap();
+    let queries = rows(&model.ocir_query(&items, &[0, 1, 0], &[2, 2]).unwrap());
+    let alone = rows(&model.ocir_query(&items.narrow(0, 0, 1).unwrap(), &[0], &[2]).unwrap()).remove(0);
+    assert!(max_diff(&queries[0], &alone) < 1e-5);
+    assert!((norm(&queries[1]) - SCALE).abs() < 1e-4);
+    // The wanted category changes the query.
+    let other = rows(&model.ocir_query(&items.narrow(0, 0, 1).unwrap(), &[0], &[1]).unwrap()).remove(0);
+    assert!(max_diff(&alone, &other) > 1e-3);
+    assert!(matches!(model.ocir_query(&items, &[0, 1, 5], &[2, 2]), Err(ModelError::Input(_))));
+
+    // A pretraining checkpoint has none of them.
+    let pretrained = load(true, &checkpoint(true, 7), F32).unwrap();
+    assert!(pretrained.downstream.is_none());
+    let err = pretrained.category_logits(&pooled).err().unwrap().to_string();
+    assert!(err.contains("not fine-tuned"), "{err}");
+    // A config that promises heads the weights lack names the first missing one.
+    let config = CheckpointConfig::from_json(&finetuned_config_json(), "config.json").unwrap();
+    let missing = checkpoint(true, 7);
+    let err = FashionVil::load(&config, &Weights::from_bytes(&missing, "model.safetensors").unwrap(), F32).err().unwrap();
+    assert!(matches!(&err, ModelError::MissingTensor { name, .. } if name == "heads.category.transform.dense.weight"), "{err}");
 }

@@ -1,12 +1,15 @@
 //! FashionViL for inference: the trainer's `trainer/src/model/fashionvil.rs`
-//! without the image CNN and the pretext heads. Visual tokens come from given
-//! image features (the CNN's `[B, C, 7, 7]` map) through `visual_projection`;
-//! embeddings are L2-normalised and multiplied by the learnt `embedding_scale`.
+//! without the image CNN and the pretext heads other than ITM, plus the
+//! downstream heads of a fine-tuned checkpoint ([`super::downstream`]). Visual
+//! tokens come from given image features (the CNN's `[B, C, 7, 7]` map) through
+//! `visual_projection`; embeddings are L2-normalised and multiplied by the
+//! learnt `embedding_scale`.
 
 use candle_core::{DType, Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::bert::{l2_normalize, masked_mean, BertConfig, BertLoad, BertModel};
+use super::downstream::DownstreamHeads;
 use super::quant::{Linear, LoadOptions};
 use super::weights::Weights;
 use super::ModelError;
@@ -20,6 +23,12 @@ pub struct FashionVilConfig {
     /// Visual tokens: the image encoder's grid (7×7).
     pub visual_tokens: usize,
     pub share_text_fusion: bool,
+    /// Category and subcategory classes of the downstream heads; 0 in a
+    /// pretraining checkpoint, which has none.
+    #[serde(default)]
+    pub categories: usize,
+    #[serde(default)]
+    pub subcategories: usize,
 }
 
 /// A checkpoint's config.json: BERT's fields at the top level and the model's
@@ -31,6 +40,12 @@ pub struct CheckpointConfig {
     /// Absent in a plain Hugging Face BERT folder.
     #[serde(default)]
     pub fashionvil: Option<FashionVilConfig>,
+    /// The class names of the category head (a fine-tuned checkpoint's).
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// The class names of the subcategory head.
+    #[serde(default)]
+    pub subcategories: Vec<String>,
 }
 
 impl CheckpointConfig {
@@ -44,7 +59,8 @@ impl CheckpointConfig {
 }
 
 /// The FashionViL model: text encoder, fusion encoder (the same BERT unless the
-/// checkpoint has a separate `fusion_bert`), visual projection, scale, ITM head.
+/// checkpoint has a separate `fusion_bert`), visual projection, scale, ITM head
+/// and, when fine-tuned, the downstream heads.
 #[derive(Debug, Clone)]
 pub struct FashionVil {
     pub config: FashionVilConfig,
@@ -55,6 +71,8 @@ pub struct FashionVil {
     /// A scalar.
     pub embedding_scale: Tensor,
     pub itm_head: Linear,
+    /// CR, SCR and OCIR heads, present when the config has categories.
+    pub downstream: Option<DownstreamHeads>,
 }
 
 impl FashionVil {
@@ -80,10 +98,14 @@ impl FashionVil {
             let prefix = if model.share_text_fusion { "bert." } else { "fusion_bert." };
             return Err(w.missing(&format!("{prefix}pooler.dense.weight")));
         }
+        let downstream = (model.categories > 0)
+            .then(|| DownstreamHeads::load(w, h, model.categories, model.subcategories, config.bert.layer_norm_eps, options.int8_kernel))
+            .transpose()?;
         Ok(FashionVil {
             visual_projection: Linear::load(w, "visual_projection", model.image_channels, h, false, options.int8_kernel)?,
             embedding_scale: w.f32("embedding_scale", &[])?,
             itm_head: Linear::load(w, "heads.itm", h, 2, false, options.int8_kernel)?,
+            downstream,
             config: model,
             bert,
             fusion_bert,
@@ -160,5 +182,28 @@ impl FashionVil {
     /// ITM logits `[B, 2]` of pooled fused outputs (index 1: the text matches the image).
     pub fn itm_logits(&self, pooled: &Tensor) -> Result<Tensor, ModelError> {
         Ok(self.itm_head.forward(pooled)?)
+    }
+
+    fn downstream(&self) -> Result<&DownstreamHeads, ModelError> {
+        self.downstream
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("this checkpoint has no downstream heads (it is not fine-tuned)".to_string()))
+    }
+
+    /// Category logits `[B, categories]` (CR) of pooled fused outputs.
+    pub fn category_logits(&self, pooled: &Tensor) -> Result<Tensor, ModelError> {
+        self.downstream()?.category.forward(pooled)
+    }
+
+    /// Subcategory logits `[B, subcategories]` (SCR) of pooled fused outputs.
+    pub fn subcategory_logits(&self, pooled: &Tensor) -> Result<Tensor, ModelError> {
+        self.downstream()?.subcategory.forward(pooled)
+    }
+
+    /// The OCIR query `[B, H]` of outfits: item image embeddings `[N, H]`, the
+    /// outfit of each (`0..B`) and each outfit's wanted category class; scaled
+    /// like every embedding.
+    pub fn ocir_query(&self, items: &Tensor, outfit_of: &[u32], categories: &[u32]) -> Result<Tensor, ModelError> {
+        self.scaled(&self.downstream()?.outfit.forward(items, outfit_of, categories)?)
     }
 }

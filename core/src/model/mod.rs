@@ -11,7 +11,8 @@
 //! - `model.safetensors`: the weights under the trainer's VarStore names:
 //!   `bert.*` (Hugging Face BERT names), `fusion_bert.*` when text and fusion
 //!   are not shared, `visual_projection.*`, `embedding_scale`, `heads.itm.*`
-//!   (other tensors, such as the pretext heads, are not read);
+//!   and, once fine-tuned, `heads.{category,subcategory,ocir}.*` (other
+//!   tensors, such as the other pretext heads, are not read);
 //! - `tokenizer.json`.
 //!
 //! A plain sentence-transformers BERT folder (e.g. all-MiniLM-L6-v2: no prefix,
@@ -22,6 +23,7 @@
 //! [`quant::quantize_safetensors`] writes such a file from an f32 one.
 
 pub mod bert;
+pub mod downstream;
 pub mod fashionvil;
 pub mod quant;
 pub mod text_encoder;
