@@ -104,6 +104,20 @@ impl CatalogInputs {
         device: Device,
     ) -> Result<CatalogInputs, TrainError> {
         let items = crate::prepare::items_with_photos(catalog);
+        CatalogInputs::for_items(catalog, items, tokenizer, recipe, image_weights, cache, device)
+    }
+
+    /// The same for some of the catalog's items (each with a photo), e.g. one
+    /// shard of a large catalog.
+    pub fn for_items(
+        catalog: &Catalog,
+        items: Vec<usize>,
+        tokenizer: &Tokenizer,
+        recipe: &Recipe,
+        image_weights: &Path,
+        cache: &Path,
+        device: Device,
+    ) -> Result<CatalogInputs, TrainError> {
         let row_of = items.iter().enumerate().map(|(row, &item)| (item, row)).collect();
         let texts = items
             .iter()

@@ -1,0 +1,92 @@
+//! Embedding a generated catalog: two shards merged equal one whole run, a
+//! second run reuses the finished chunks, and a folder made by another model
+//! is refused.
+
+use std::path::Path;
+
+use tch::Device;
+use vitrine_core::catalog::{self, ImportOptions};
+use vitrine_core::synth::{generate, SynthSpec};
+use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
+use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Start};
+use vitrine_trainer::pretrain::ModelPaths;
+use vitrine_trainer::recipe::Recipe;
+
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+
+#[test]
+fn shards_merge_into_the_whole_and_resume_reuses_chunks() {
+    let models = Path::new(MODELS);
+    assert!(models.join("all-MiniLM-L6-v2/model.safetensors").is_file(), "run `cargo xtask setup` first");
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("generated");
+    generate(&source, &SynthSpec { groups: 16, baskets: 20, ..Default::default() }).unwrap();
+    let catalog = catalog::open(&source, ImportOptions::default()).unwrap();
+    let paths = ModelPaths {
+        bert: models.join("all-MiniLM-L6-v2"),
+        image_encoder: models.join("efficientnet-lite0/model.safetensors"),
+        vqvae: None,
+        feature_cache: Some(dir.path().join("cache")),
+    };
+    let mut recipe = Recipe::load("cpu").unwrap();
+    recipe.max_text_tokens = 32;
+    recipe.finetune.steps = 2;
+    recipe.finetune.batch_size = 4;
+    recipe.checkpoint_every = 2;
+    let run = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("finetune"), false).unwrap();
+    let model = load_finetuned(&run.checkpoint, 32, Device::Cpu).unwrap();
+
+    let embed = |shard: Shard, out: &Path| {
+        let inputs = CatalogInputs::for_items(
+            &catalog,
+            shard_items(&catalog, shard),
+            &model.tokenizer,
+            &recipe,
+            &paths.image_encoder,
+            &dir.path().join("cache"),
+            Device::Cpu,
+        )
+        .unwrap();
+        embed_shard(&model, &run.checkpoint, &catalog, &inputs, shard, out, Device::Cpu)
+    };
+    let whole = dir.path().join("whole");
+    let first = embed(Shard::WHOLE, &whole).unwrap();
+    assert_eq!(first.items, catalog.items.iter().filter(|it| !it.images.is_empty()).count());
+    assert_eq!(first.reused_chunks, 0);
+    let again = embed(Shard::WHOLE, &whole).unwrap();
+    assert_eq!(again.reused_chunks, again.chunks, "a finished run is not recomputed");
+
+    let sharded = dir.path().join("sharded");
+    let half: Shard = "1/2".parse().unwrap();
+    embed(half, &sharded).unwrap();
+    let message = merge(&sharded, 2, &catalog).err().expect("shard 0 is missing").to_string();
+    assert!(message.contains("shard 0 of 2") && message.contains("--shard 0/2"), "{message}");
+    embed("0/2".parse().unwrap(), &sharded).unwrap();
+
+    let whole = merge(&whole, 1, &catalog).unwrap();
+    let joined = merge(&sharded, 2, &catalog).unwrap();
+    assert_eq!(whole.items, joined.items);
+    assert!(whole.items.windows(2).all(|w| w[0] < w[1]), "catalog order");
+    assert!(whole.image.allclose(&joined.image, 1e-5, 1e-5, false));
+    assert!(whole.text.allclose(&joined.text, 1e-5, 1e-5, false));
+
+    // The shard folder remembers its model: another checkpoint (other seed, so
+    // other weights; training is deterministic) is refused.
+    recipe.seed += 1;
+    let other = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("other"), false).unwrap();
+    let other_model = load_finetuned(&other.checkpoint, 32, Device::Cpu).unwrap();
+    let inputs = CatalogInputs::for_items(
+        &catalog,
+        shard_items(&catalog, half),
+        &other_model.tokenizer,
+        &recipe,
+        &paths.image_encoder,
+        &dir.path().join("cache"),
+        Device::Cpu,
+    )
+    .unwrap();
+    let message = embed_shard(&other_model, &other.checkpoint, &catalog, &inputs, half, &sharded, Device::Cpu).err().unwrap().to_string();
+    assert!(message.contains("another model"), "{message}");
+
+    assert!("2/2".parse::<Shard>().is_err() && "x".parse::<Shard>().is_err());
+}
