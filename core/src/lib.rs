@@ -14,9 +14,13 @@
 //! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
 //! - [`model`]: the FashionViL model for inference in candle (text encoder,
 //!   fusion, embeddings, ITM head), with int8 weights for the text encoder.
+//! - [`bundle`]: the versioned, checksummed bundle the browser loads (folder or single file).
+//! - [`index`]: the int8 ANN index (HNSW by instant-distance, exact re-rank, category filter).
 
+pub mod bundle;
 pub mod catalog;
 pub mod hash;
+pub mod index;
 pub mod metrics;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]

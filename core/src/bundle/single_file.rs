@@ -1,0 +1,126 @@
+//! The single-file layout, for offline catalogs (kiosks, apps, fairs):
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0..8 | magic `VITRINE\0` |
+//! | 8..12 | format version, u32 little-endian |
+//! | 12..16 | manifest length `L`, u32 little-endian |
+//! | 16..16+L | the manifest (JSON, as `manifest.json` of a folder) |
+//! | then | the parts back to back, in the manifest's order, nothing after |
+//!
+//! The reader checks, in this order and before allocating anything sized by
+//! the file: the total size and the manifest size against [`Limits`], the
+//! magic bytes, the version (a newer one is reported before its manifest is
+//! parsed), the manifest, each part's length, then ([`Bundle::from_parts`])
+//! each part's sha256.
+
+use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
+
+use super::manifest::check_version;
+use super::{Bundle, BundleContents, BundleError, Limits, Manifest};
+
+pub const MAGIC: &[u8; 8] = b"VITRINE\0";
+const HEADER_BYTES: usize = 16;
+
+impl BundleContents {
+    /// The bundle as one file's bytes.
+    pub fn to_single_file(&self) -> Result<Vec<u8>, BundleError> {
+        let (manifest, parts) = self.encode()?;
+        let manifest_json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises to memory");
+        let manifest_len = u32::try_from(manifest_json.len()).map_err(|_| BundleError::TooLarge {
+            what: "the manifest".into(),
+            size: manifest_json.len() as u64,
+            limit: u32::MAX.into(),
+        })?;
+        let mut out = Vec::with_capacity(HEADER_BYTES + manifest_json.len() + manifest.parts_bytes() as usize);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&manifest.format_version.to_le_bytes());
+        out.extend_from_slice(&manifest_len.to_le_bytes());
+        out.extend_from_slice(&manifest_json);
+        for (_, bytes) in &parts {
+            out.extend_from_slice(bytes);
+        }
+        Ok(out)
+    }
+
+    /// Writes [`BundleContents::to_single_file`] to `path` (through a
+    /// temporary file beside it, so that `path` is never half written).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn write_single_file(&self, path: &Path) -> Result<(), BundleError> {
+        let bytes = self.to_single_file()?;
+        let io = |source| BundleError::Io { path: path.to_path_buf(), source };
+        let temporary = path.with_extension("partial");
+        std::fs::write(&temporary, bytes).map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)
+    }
+}
+
+impl Bundle {
+    /// Reads a single-file bundle from its bytes.
+    pub fn from_single_file(bytes: &[u8], limits: &Limits) -> Result<Self, BundleError> {
+        let size = bytes.len() as u64;
+        if size > limits.max_total_bytes {
+            return Err(BundleError::TooLarge { what: "the bundle".into(), size, limit: limits.max_total_bytes });
+        }
+        let magic_seen = &bytes[..bytes.len().min(MAGIC.len())];
+        if !MAGIC.starts_with(magic_seen) || magic_seen.is_empty() {
+            return Err(BundleError::BadMagic { found: describe_start(bytes) });
+        }
+        if bytes.len() < HEADER_BYTES {
+            return Err(BundleError::Truncated { what: "the file header".into(), expected: HEADER_BYTES as u64, found: size });
+        }
+        let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let version = word(8);
+        check_version(version)?;
+        let manifest_len = u64::from(word(12));
+        if manifest_len > limits.max_manifest_bytes {
+            return Err(BundleError::TooLarge { what: "the manifest".into(), size: manifest_len, limit: limits.max_manifest_bytes });
+        }
+        let rest = &bytes[HEADER_BYTES..];
+        if manifest_len > rest.len() as u64 {
+            return Err(BundleError::Truncated { what: "the manifest".into(), expected: manifest_len, found: rest.len() as u64 });
+        }
+        let (manifest_json, mut rest) = rest.split_at(manifest_len as usize);
+        // Format 1 is the only one: the manifest checks its own version.
+        let manifest = Manifest::parse(manifest_json, limits)?;
+        // Lengths first, so that a truncated file is reported as such, not as
+        // a corrupt part.
+        let mut slices = Vec::with_capacity(manifest.parts.len());
+        for entry in &manifest.parts {
+            if entry.bytes > rest.len() as u64 {
+                let what = format!("part `{}`", entry.name);
+                return Err(BundleError::Truncated { what, expected: entry.bytes, found: rest.len() as u64 });
+            }
+            let (part, after) = rest.split_at(entry.bytes as usize);
+            slices.push((entry.name, part));
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(BundleError::TrailingBytes { count: rest.len() as u64 });
+        }
+        let parts: HashMap<_, _> = slices.into_iter().map(|(name, part)| (name, part.to_vec())).collect();
+        Bundle::from_parts(manifest, parts)
+    }
+
+    /// Reads a single-file bundle; a file over the size limit is rejected
+    /// before it is read.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_single_file(path: &Path, limits: &Limits) -> Result<Self, BundleError> {
+        let io = |source| BundleError::Io { path: path.to_path_buf(), source };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > limits.max_total_bytes {
+            return Err(BundleError::TooLarge { what: format!("{}", path.display()), size, limit: limits.max_total_bytes });
+        }
+        Bundle::from_single_file(&std::fs::read(path).map_err(io)?, limits)
+    }
+}
+
+/// The first bytes of a file, printable, for an error message.
+fn describe_start(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "nothing (the file is empty)".into();
+    }
+    format!("{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(MAGIC.len())]))
+}
