@@ -313,6 +313,18 @@ pub fn load_model_except(dir: &Path, vs: &nn::VarStore, new_prefixes: &[&str]) -
     Ok(fresh)
 }
 
+/// `path` when it is a checkpoint folder, else the newest complete
+/// checkpoint of the run folder `path`.
+pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
+    if path.join(MANIFEST_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    latest(path)?.ok_or_else(|| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason: "neither a checkpoint nor a run folder with a complete checkpoint".into(),
+    })
+}
+
 /// The tensor names in a checkpoint's model file, read from the safetensors
 /// header only.
 pub fn tensor_names(dir: &Path) -> Result<Vec<String>, CheckpointError> {

@@ -30,7 +30,6 @@ use crate::model::fashionvil::{FashionVil, FashionVilConfig};
 use crate::model::image_encoder::ImageEncoder;
 use crate::optim::AdamW;
 use crate::pac::PacVocabulary;
-use crate::precision::HalfKind;
 use crate::pretext::TaskSampler;
 use crate::pretrain::{checkpoint_config, model_from_pretrained_towers, optimizer_config, ModelPaths};
 use crate::recipe::{ImageEncoderMode, Recipe};
@@ -308,6 +307,23 @@ fn in_batch_softmax(query: &Tensor, target: &Tensor) -> Tensor {
     logits.cross_entropy_for_logits(&Tensor::arange(logits.size()[0], (Kind::Int64, logits.device())))
 }
 
+/// Fusion of `texts` with the images of `rows`: (`text_out`, `visual_out`, visual mask).
+fn fuse_with_images(
+    model: &FashionVil,
+    inputs: &CatalogInputs,
+    rows: &[usize],
+    texts: impl Iterator<Item = Vec<i64>>,
+    rng: Option<&mut ChaCha8Rng>,
+    train: bool,
+    device: Device,
+) -> Result<(Tensor, Tensor, Tensor), TrainError> {
+    let tokens = inputs.visual_tokens(model, rows, rng, device)?;
+    let (ids, mask) = inputs.pad(texts, device);
+    let visual_mask = Tensor::ones([tokens.size()[0], tokens.size()[1]], (Kind::Int64, device));
+    let (text_out, visual_out) = model.fuse(&ids, &mask, &tokens, &visual_mask, train);
+    Ok((text_out, visual_out, visual_mask))
+}
+
 /// TGIR queries: mean of the fused visual outputs of (modification text, reference image).
 pub fn tgir_query(
     model: &FashionVil,
@@ -318,10 +334,7 @@ pub fn tgir_query(
     train: bool,
     device: Device,
 ) -> Result<Tensor, TrainError> {
-    let tokens = inputs.visual_tokens(model, references, rng, device)?;
-    let (ids, mask) = inputs.pad(modifications, device);
-    let visual_mask = Tensor::ones([tokens.size()[0], tokens.size()[1]], (Kind::Int64, device));
-    let (_, visual_out) = model.fuse(&ids, &mask, &tokens, &visual_mask, train);
+    let (_, visual_out, visual_mask) = fuse_with_images(model, inputs, references, modifications, rng, train, device)?;
     Ok(model.fused_visual_embedding(&visual_out, &visual_mask))
 }
 
@@ -334,10 +347,8 @@ pub fn fused_pooled(
     train: bool,
     device: Device,
 ) -> Result<Tensor, TrainError> {
-    let tokens = inputs.visual_tokens(model, rows, rng, device)?;
-    let (ids, mask) = inputs.item_texts(rows, device);
-    let visual_mask = Tensor::ones([tokens.size()[0], tokens.size()[1]], (Kind::Int64, device));
-    let (text_out, _) = model.fuse(&ids, &mask, &tokens, &visual_mask, train);
+    let texts = rows.iter().map(|&r| inputs.texts[r].clone());
+    let (text_out, ..) = fuse_with_images(model, inputs, rows, texts, rng, train, device)?;
     Ok(model.pooled(&text_out))
 }
 
@@ -456,18 +467,7 @@ pub fn finetune(
     let mut optimizer = AdamW::new(optimizer_config(&optimizer_recipe))?;
     let checkpointer = Checkpointer::new(run_dir, recipe.keep_checkpoints);
     let config_json = finetuned_config(&bert_config, &model_config, &pac, &labels);
-    let spec = LoopSpec {
-        label: "fine-tuning",
-        steps: settings.steps,
-        batch_size: settings.batch_size,
-        seed: recipe.seed,
-        checkpoint_every: recipe.checkpoint_every,
-        clip_norm: recipe.clip_norm,
-        autocast: recipe.bf16.then_some(HalfKind::Bf16),
-        device,
-        config: &config_json,
-        tokenizer: &tokenizer_path,
-    };
+    let spec = LoopSpec::new("fine-tuning", recipe, settings.steps, settings.batch_size, &config_json, &tokenizer_path);
     let outcome = run_steps(&spec, &vs, &mut optimizer, &checkpointer, resume, |_, rng| {
         let task = sampler.sample(rng);
         let available = examples.count(task);

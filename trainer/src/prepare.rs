@@ -204,7 +204,8 @@ pub fn pretrain_set(
             .map_err(|e| PrepareError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
         let catalog_items = items_with_photos(catalog);
         let (maps, _) = image_tensors(&first_photos(catalog, &catalog_items), Some(&encoder), None, cache, device)?;
-        let row_of: std::collections::HashMap<usize, i64> = catalog_items.iter().enumerate().map(|(row, &item)| (item, row as i64)).collect();
+        let row_of: std::collections::HashMap<usize, i64> =
+            catalog_items.iter().enumerate().map(|(row, &item)| (item, row as i64)).collect();
         ImageSource::Features { maps: maps.expect("features were asked for"), rows: examples.iter().map(|i| row_of[i]).collect() }
     } else {
         ImageSource::Photos {

@@ -17,7 +17,6 @@ use crate::model::bert::BertConfig;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
 use crate::optim::{AdamW, AdamWConfig, LrRule, LrSchedule, ParamGroups};
 use crate::pac::PacVocabulary;
-use crate::precision::HalfKind;
 use crate::prepare::{pretrain_set, progress};
 use crate::pretext::{Task, TaskSampler};
 use crate::recipe::{ImageEncoderMode, Recipe};
@@ -149,18 +148,7 @@ pub fn pretrain(
     let config_json = checkpoint_config(&bert_config, &model_config, &vocabulary);
     let batch_size = recipe.batch_size.min(data.len());
     let batches_per_epoch = (data.len() / batch_size).max(1) as u64;
-    let spec = LoopSpec {
-        label: "pretraining",
-        steps: recipe.steps,
-        batch_size,
-        seed: recipe.seed,
-        checkpoint_every: recipe.checkpoint_every,
-        clip_norm: recipe.clip_norm,
-        autocast: recipe.bf16.then_some(HalfKind::Bf16),
-        device,
-        config: &config_json,
-        tokenizer: &tokenizer_path,
-    };
+    let spec = LoopSpec::new("pretraining", recipe, recipe.steps, batch_size, &config_json, &tokenizer_path);
     let mut order: Option<(u64, Vec<usize>)> = None;
     let outcome = run_steps(&spec, &vs, &mut optimizer, &checkpointer, resume, |step, rng| {
         let (epoch, position) = (step / batches_per_epoch, (step % batches_per_epoch) as usize);

@@ -100,6 +100,32 @@ pub struct LoopSpec<'a> {
     pub tokenizer: &'a Path,
 }
 
+impl<'a> LoopSpec<'a> {
+    /// The loop of `steps` steps of `batch_size` with the recipe's seed,
+    /// checkpointing, clipping, precision and device.
+    pub fn new(
+        label: &'static str,
+        recipe: &crate::recipe::Recipe,
+        steps: u64,
+        batch_size: usize,
+        config: &'a serde_json::Value,
+        tokenizer: &'a Path,
+    ) -> Self {
+        LoopSpec {
+            label,
+            steps,
+            batch_size,
+            seed: recipe.seed,
+            checkpoint_every: recipe.checkpoint_every,
+            clip_norm: recipe.clip_norm,
+            autocast: recipe.bf16.then_some(HalfKind::Bf16),
+            device: recipe.device(),
+            config,
+            tokenizer,
+        }
+    }
+}
+
 /// What a finished loop reports.
 pub struct LoopOutcome<T> {
     pub samples_per_s: f64,

@@ -1,7 +1,7 @@
 //! `vitrine-index`: embeds a catalog with a fine-tuned model (one job, or
 //! independent shards and a merge) for the bundle the browser searches.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -87,20 +87,13 @@ fn open_catalog(source: &Source) -> Result<catalog::Catalog> {
     Ok(catalog)
 }
 
-fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
-    if path.join("manifest.json").is_file() {
-        return Ok(path.to_path_buf());
-    }
-    checkpoint::latest(path)?.with_context(|| format!("{} holds no complete checkpoint", path.display()))
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Embed { source, checkpoint, config, models, cache, shard, out } => {
             let catalog = open_catalog(&source)?;
             let recipe = Recipe::load(&config)?;
             let device = recipe.device();
-            let dir = checkpoint_dir(&checkpoint)?;
+            let dir = checkpoint::resolve(&checkpoint)?;
             let model = load_finetuned(&dir, recipe.max_text_tokens, device)?;
             let cache = cache.unwrap_or_else(|| out.join("cache"));
             let image_weights = models.join("efficientnet-lite0/model.safetensors");

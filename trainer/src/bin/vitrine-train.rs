@@ -163,14 +163,6 @@ fn model_paths(common: &Common, vqvae: Option<PathBuf>) -> ModelPaths {
     ModelPaths { bert: common.models.join("all-MiniLM-L6-v2"), image_encoder, vqvae, feature_cache: common.cache.clone() }
 }
 
-/// A checkpoint folder, or the newest checkpoint of a run folder.
-fn checkpoint_dir(path: &std::path::Path) -> Result<PathBuf> {
-    if path.join("manifest.json").is_file() {
-        return Ok(path.to_path_buf());
-    }
-    checkpoint::latest(path)?.with_context(|| format!("{} holds no complete checkpoint", path.display()))
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Vqvae { common, out } => {
@@ -204,7 +196,7 @@ fn run(cli: Cli) -> Result<()> {
                     })
                     .collect::<Result<_>>()?;
             }
-            let from = from.as_deref().map(checkpoint_dir).transpose()?;
+            let from = from.as_deref().map(checkpoint::resolve).transpose()?;
             let start = from.as_deref().map_or(Start::Towers, Start::Pretrained);
             let summary = finetune(&catalog, &recipe, &model_paths(&common, None), start, &run, resume)?;
             println!("fine-tuned {} steps from {} ({:.1} samples/s)", summary.steps, summary.start, summary.samples_per_s);
@@ -218,7 +210,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { common, checkpoint, split, out } => {
             let (catalog, recipe) = load(&common)?;
             let split: Split = split.parse().map_err(|e| anyhow::anyhow!("--split: {e}"))?;
-            let dir = checkpoint_dir(&checkpoint)?;
+            let dir = checkpoint::resolve(&checkpoint)?;
             let device = recipe.device();
             let model = load_finetuned(&dir, recipe.max_text_tokens, device)?;
             let paths = model_paths(&common, None);
