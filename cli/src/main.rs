@@ -1,5 +1,6 @@
 //! `vitrine`: the command line for catalogs — check a catalog folder, import
-//! other formats into the canonical one, and generate a small test catalog.
+//! other formats into the canonical one, and generate a small test catalog —
+//! and for text queries against a catalog (`vitrine query`, in `query.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,8 @@ use vitrine_core::catalog::polyvore::PolyvoreVersion;
 use vitrine_core::catalog::{self, canonical, fashioniq, images, BadRowPolicy, Catalog, ImportOptions};
 use vitrine_core::summary::CatalogSummary;
 use vitrine_core::synth::{self, SynthSpec};
+
+mod query;
 
 #[derive(Parser)]
 #[command(name = "vitrine", version, about = "Fashion search that runs on the shopper's device")]
@@ -24,6 +27,8 @@ enum Command {
     /// Catalog tools.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Ranks a catalog's items for a text query by text-embedding similarity.
+    Query(query::QueryArgs),
 }
 
 #[derive(Subcommand)]
@@ -130,6 +135,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Query(args) => query::run(&args)?,
         Command::Catalog(CatalogCommand::Check { dir, rows, no_images, json }) => {
             let options = rows.import_options();
             let mut catalog = catalog::open(&dir, options.clone()).with_context(|| format!("checking catalog {}", dir.display()))?;

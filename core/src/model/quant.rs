@@ -134,6 +134,25 @@ impl Int8Matrix {
         let limit = activation_limit(k);
         let mut xq = vec![0i16; m * k];
         let x_scales: Vec<f32> = xs.chunks_exact(k).zip(xq.chunks_exact_mut(k)).map(|(x, q)| quantize_activations(x, q, limit)).collect();
+        // Natively, a large batch (catalog texts, not a query) splits its rows
+        // over the cores; a query's dozen rows are not worth the hand-over.
+        #[cfg(not(target_arch = "wasm32"))]
+        if m >= PARALLEL_ROWS {
+            use rayon::prelude::*;
+            let chunk = m.div_ceil(rayon::current_num_threads()).max(PARALLEL_ROWS / 2);
+            out.par_chunks_mut(chunk * n)
+                .zip(xq.par_chunks(chunk * k))
+                .zip(x_scales.par_chunks(chunk))
+                .for_each(|((out, xq), scales)| self.matmul_quantised(xq, scales, out));
+            return;
+        }
+        self.matmul_quantised(&xq, &x_scales, out);
+    }
+
+    /// `out [m, rows]` of activation rows already quantised (`xq [m, cols]`
+    /// with their scales).
+    fn matmul_quantised(&self, xq: &[i16], x_scales: &[f32], out: &mut [f32]) {
+        let (n, k, m) = (self.rows, self.cols, x_scales.len());
         let row = |r: usize| &xq[r * k..(r + 1) * k];
         let tile = kernels::tile_for_this_cpu();
         // Tiles of two activation rows by four output channels: each weight
@@ -161,6 +180,10 @@ impl Int8Matrix {
         }
     }
 }
+
+/// Rows from which a native matmul runs on every core.
+#[cfg(not(target_arch = "wasm32"))]
+const PARALLEL_ROWS: usize = 64;
 
 /// The largest |activation| after quantisation for sums of `k` products with
 /// int8 weights: `k × limit × 127` must fit in an i32.
@@ -532,6 +555,21 @@ mod tests {
                 let top = tile([&top_x, &top_x], [&top_w; 4]);
                 assert_eq!(i64::from(top[1][3]), k as i64 * i64::from(limit) * 127, "{name}, k = {k}");
             }
+        }
+    }
+
+    #[test]
+    fn a_large_batch_gives_what_its_rows_give_one_by_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (m, k, n) = (150, 40, 12);
+        let matrix = Int8Matrix::quantize(&random(n * k, &mut rng), n, k);
+        let x = random(m * k, &mut rng);
+        let mut batched = vec![0f32; m * n];
+        matrix.matmul(&x, m, &mut batched);
+        for r in 0..m {
+            let mut alone = vec![0f32; n];
+            matrix.matmul(&x[r * k..(r + 1) * k], 1, &mut alone);
+            assert_eq!(alone, batched[r * n..(r + 1) * n], "row {r}");
         }
     }
 
