@@ -15,6 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 model=${1:-models/all-MiniLM-L6-v2}
 catalog=${2:-../shared/data/hm}
 [ -f "$model/model.safetensors" ] || { echo "no model at $model (run \`cargo xtask setup\` or pass a folder)" >&2; exit 1; }
+# Other work on the machine skews the figures: the results say how busy it was.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 work=target/bench-text-encoder
 rm -rf "$work" && mkdir -p "$work"
 
@@ -33,6 +35,7 @@ out=bench/results/text_encoder.md
     echo "# Text encoder: f32 against int8 weights"
     echo
     echo "- machine: $(nproc) cores, $(lscpu | grep 'Model name' | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "- load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- core wasm bench || echo ' (with uncommitted changes)')"
     echo "- command: \`bash bench/text_encoder.sh $model $catalog\`"
     echo "- model: \`$model\`; int8 = the text encoder's 36 linear layers per output channel (core/src/model/quant.rs)"
