@@ -36,7 +36,7 @@ out=bench/results/text_encoder.md
     echo
     echo "- machine: $(nproc) cores, $(lscpu | grep 'Model name' | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "- load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- core wasm bench || echo ' (with uncommitted changes)')"
+    echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- core/src/model core/src/text.rs core/examples/text_encoder_bench.rs wasm/src bench/text_encoder.sh bench/text_encoder_wasm.mjs || echo ' (with uncommitted changes to what it measures)')"
     echo "- command: \`bash bench/text_encoder.sh $model $catalog\`"
     echo "- model: \`$model\`; int8 = the text encoder's 36 linear layers per output channel (core/src/model/quant.rs)"
     echo "- per query: tokenize, encode, mean-pool, normalise; median over the queries after 5 warm-up queries"
