@@ -13,7 +13,8 @@
 //! - [`hash`]: FNV-1a, for cache names and deterministic choices.
 //! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
 //! - [`model`]: the FashionViL model for inference in candle (text encoder,
-//!   fusion, embeddings, ITM head), with int8 weights for the text encoder.
+//!   fusion, embeddings, ITM and downstream heads), with int8 weights for the
+//!   text encoder.
 //! - [`bundle`]: the versioned, checksummed bundle the browser loads (folder or single file).
 //! - [`index`]: the int8 ANN index (HNSW by instant-distance, exact re-rank, category filter).
 
