@@ -59,16 +59,8 @@ pub struct RowResult {
     pub report: EvalReport,
 }
 
-/// The commit the binary's checkout is at, for the record (`unknown` outside git).
-pub fn current_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
+/// The commit the trainer was built from.
+pub const COMMIT: &str = env!("VITRINE_COMMIT");
 
 /// Runs `rows` × `seeds` into `out` and returns every result (old and new).
 pub fn run_ablation(
@@ -145,7 +137,7 @@ fn run_row(
         recipe: recipe.name.clone(),
         pretrain_steps: if row.tasks.is_empty() { 0 } else { recipe.steps },
         finetune_steps: recipe.finetune.steps,
-        commit: current_commit(),
+        commit: COMMIT.to_string(),
         report,
     })
 }
