@@ -45,7 +45,7 @@ impl Batch {
         let longest = encoded.iter().map(Vec::len).max().unwrap();
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for e in &encoded {
-            ids.extend(e.iter().copied().chain(std::iter::repeat(0).take(longest - e.len())));
+            ids.extend(e.iter().copied().chain(std::iter::repeat_n(0, longest - e.len())));
             mask.extend((0..longest).map(|i| u32::from(i < e.len())));
         }
         Batch { ids, mask, rows: texts.len(), longest }

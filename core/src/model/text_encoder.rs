@@ -104,7 +104,7 @@ impl TextEncoder {
         let mut mask = Vec::with_capacity(texts.len() * longest);
         for e in &encoded {
             // Padded positions are masked out, so the id there does not matter.
-            ids.extend(e.iter().copied().chain(std::iter::repeat(0).take(longest - e.len())));
+            ids.extend(e.iter().copied().chain(std::iter::repeat_n(0, longest - e.len())));
             mask.extend((0..longest).map(|i| if i < e.len() { 1f32 } else { 0.0 }));
         }
         let ids = Tensor::from_vec(ids, (texts.len(), longest), &Device::Cpu)?;
