@@ -272,6 +272,17 @@ fn int8_weights_load_from_a_quantised_file_or_while_loading() {
     // The whole model reads the int8 file too; fusion shares the int8 layers.
     let model = load(true, &int8_bytes, F32).unwrap();
     assert!(model.bert.is_int8() && model.fusion().is_int8());
+
+    // A −128 (which our quantiser never writes) is refused by name.
+    let file = safetensors::SafeTensors::deserialize(&int8_bytes).unwrap();
+    let target = "bert.encoder.layer.0.output.dense.weight_int8";
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        file.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    tensors.iter_mut().find(|t| t.0 == target).unwrap().3[5] = 0x80;
+    let views = tensors.iter().map(|(n, d, s, b)| (n.as_str(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()));
+    let broken = safetensors::serialize(views, None).unwrap();
+    let err = load(true, &broken, F32).err().unwrap();
+    assert!(matches!(&err, ModelError::InvalidTensor { name, .. } if name == target), "{err}");
 }
 
 #[test]

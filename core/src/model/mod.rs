@@ -58,6 +58,8 @@ pub enum ModelError {
     Shape { origin: String, name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("{origin}: tensor `{name}` is stored as {found}, the model reads {expected}")]
     Dtype { origin: String, name: String, expected: String, found: String },
+    #[error("{origin}: tensor `{name}` {reason}")]
+    InvalidTensor { origin: String, name: String, reason: String },
     #[error("invalid model input: {0}")]
     Input(String),
     #[error(transparent)]

@@ -100,14 +100,6 @@ impl Int8Matrix {
         Int8Matrix { rows, cols, values, scales }
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     pub fn values(&self) -> &[i8] {
         &self.values
     }
@@ -383,6 +375,15 @@ impl Linear {
         let int8_name = format!("{name}.{INT8_SUFFIX}");
         let stored = if weights.contains(&int8_name) {
             let values = weights.int8(&int8_name, &[out_dim, in_dim])?;
+            // −128 has no positive twin, and the kernels' i32 sums are only
+            // proven not to overflow for values in −127..=127.
+            if values.contains(&i8::MIN) {
+                return Err(ModelError::InvalidTensor {
+                    origin: weights.origin().to_string(),
+                    name: int8_name,
+                    reason: "holds −128; int8 weights are symmetric, in −127..=127".to_string(),
+                });
+            }
             let scales = weights.f32(&format!("{name}.{SCALE_SUFFIX}"), &[out_dim])?.to_vec1::<f32>()?;
             Ok(Int8Matrix::from_parts(out_dim, in_dim, values, scales))
         } else {
