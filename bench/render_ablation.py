@@ -1,0 +1,37 @@
+"""Renders the ablation runner's per-row JSON reports as the Markdown tables
+of bench/results/hm_ablation/README.md (run: python3 bench/render_ablation.py DIR)."""
+import json
+import pathlib
+import sys
+
+folder = pathlib.Path(sys.argv[1])
+reports = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
+order = ["none", "itc", "mlm", "mpfc", "mvc", "pac", "itc+mlm+mpfc", "+itm", "+mvc", "all", "all-unshared"]
+reports.sort(key=lambda r: (order.index(r["row"]), r["seed"]))
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+print("| row | seed | commit | pretrain steps | fine-tune steps | ITR R@1/5/10 | TIR R@1/5/10 | TGIR R@10/50 | CR acc/F1 | SCR acc/F1 | OCIR R@10/30/50 | meta-sum |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in reports:
+    e = r["report"]
+    x = e["xmr_random100"]
+    cells = [
+        r["row"], str(r["seed"]), r["commit"], str(r["pretrain_steps"]), str(r["finetune_steps"]),
+        "/".join(f"{v:.1f}" for v in x["itr"]), "/".join(f"{v:.1f}" for v in x["tir"]),
+        "/".join(f"{v:.1f}" for v in e["tgir_mean"]),
+        f"{e['cr']['accuracy']:.1f}/{e['cr']['macro_f1']:.1f}", f"{e['scr']['accuracy']:.1f}/{e['scr']['macro_f1']:.1f}",
+        "/".join(f"{v:.1f}" for v in e["ocir_weighted"]), f"**{e['meta_sum']:.1f}**",
+    ]
+    print("| " + " | ".join(cells) + " |")
+print()
+print("Full gallery (every test item), R@1/5/10:")
+print()
+print("| row | ITR | TIR |")
+print("|---|---|---|")
+for r in reports:
+    f = r["report"]["xmr_full_gallery"]
+    print(f"| {r['row']} | " + "/".join(f"{v:.1f}" for v in f["itr"]) + " | " + "/".join(f"{v:.1f}" for v in f["tir"]) + " |")
