@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use vitrine_core::bundle::folder::MANIFEST_FILE;
-use vitrine_core::bundle::{Bundle, BundleContents, BundleError, Limits, Manifest, PartEntry, PartName, Product, FORMAT_VERSION};
+use vitrine_core::bundle::{
+    category_ids, Bundle, BundleContents, BundleError, Limits, Manifest, PartEntry, PartName, Product, FORMAT_VERSION,
+};
 use vitrine_core::index::synthetic::Clusters;
 use vitrine_core::index::{AnnIndex, BuildParams, SearchParams};
 
@@ -18,23 +20,25 @@ const CATEGORIES: [&str; 3] = ["Bags", "Dresses", "Shoes"];
 
 fn contents(items: usize) -> BundleContents {
     let (vectors, labels) = Clusters::new(DIM, 6, 0.8, 1).sample(items, 2);
-    let categories: Vec<u16> = labels.iter().map(|&c| (c % CATEGORIES.len()) as u16).collect();
-    let products = categories
+    // Listed out of order: the category list comes out sorted.
+    let names = ["Shoes", "Bags", "Dresses"];
+    let products: Vec<Product> = labels
         .iter()
         .enumerate()
         .map(|(i, &c)| Product {
             id: format!("{i:07}"),
             title: format!("Product \"{i}\" — ünïcode, a\nnewline"),
-            category: CATEGORIES[usize::from(c)].to_string(),
+            category: names[c % names.len()].to_string(),
             subcategory: format!("sub {}", i % 4),
             image: format!("https://cdn.example/{i}.jpg"),
             group_id: format!("g{}", i / 2),
         })
         .collect();
-    let index = AnnIndex::build(DIM, &vectors, categories, &BuildParams { ef_construction: 20, ..BuildParams::default() }).unwrap();
+    let (categories, ids) = category_ids(&products).unwrap();
+    let index = AnnIndex::build(DIM, &vectors, ids, &BuildParams { ef_construction: 20, ..BuildParams::default() }).unwrap();
     BundleContents {
         model_config: json!({"hidden_size": 32, "compact_dim": DIM}),
-        categories: CATEGORIES.map(String::from).to_vec(),
+        categories,
         text_encoder: b"text encoder weights".repeat(7),
         heads: b"heads".to_vec(),
         tokenizer: br#"{"version": "1.0"}"#.to_vec(),
@@ -166,9 +170,28 @@ fn folder_round_trip_with_content_hashed_names() {
 }
 
 #[test]
+fn category_ids_follow_the_sorted_names() {
+    let product = |category: &str| Product {
+        id: "1".into(),
+        title: "a title".into(),
+        category: category.into(),
+        subcategory: String::new(),
+        image: String::new(),
+        group_id: String::new(),
+    };
+    let (names, ids) = category_ids(&[product("Shoes"), product("Bags"), product("Shoes")]).unwrap();
+    assert_eq!((names, ids), (vec!["Bags".to_string(), "Shoes".to_string()], vec![1, 0, 1]));
+    let many: Vec<Product> = (0..65537).map(|i| product(&i.to_string())).collect();
+    assert_eq!(
+        category_ids(&many).err().unwrap().to_string(),
+        "the bundle is inconsistent: 65537 categories, over the 65536 an index can tell apart"
+    );
+}
+
+#[test]
 fn an_empty_catalog_round_trips() {
-    let mut empty = contents(0);
-    empty.categories.clear();
+    let empty = contents(0);
+    assert!(empty.categories.is_empty());
     assert!(read(&empty.to_single_file().unwrap()).unwrap().contents == empty);
 }
 
@@ -344,6 +367,8 @@ fn parts_that_do_not_decode_or_agree_are_named() {
     assert!(error.to_string().starts_with("the bundle is inconsistent: the manifest says 31 items of 8 dimensions"), "{error}");
     let error = resealed(&|u| u.manifest["categories"] = json!(["Bags", "Shoes", "Dresses"]));
     assert!(error.to_string().contains("but the index files it under"), "{error}");
+    let error = resealed(&|u| u.manifest["categories"] = json!(["Bags", "Dresses"]));
+    assert!(error.to_string().contains("has category id 2, but there are 2 categories"), "{error}");
 
     // The writer refuses what the reader would.
     let mut wrong = contents(30);

@@ -108,6 +108,21 @@ pub struct Product {
     pub group_id: String,
 }
 
+/// The category list of a catalog (its distinct category names, sorted) and
+/// each product's id in it: what [`crate::index::AnnIndex::build`] and
+/// [`BundleContents::categories`] take.
+pub fn category_ids(products: &[Product]) -> Result<(Vec<String>, Vec<u16>), BundleError> {
+    let mut names: Vec<String> = products.iter().map(|p| p.category.clone()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() > usize::from(u16::MAX) + 1 {
+        return Err(BundleError::Inconsistent(format!("{} categories, over the 65536 an index can tell apart", names.len())));
+    }
+    // Found, since every name came from a product.
+    let ids = products.iter().map(|p| names.binary_search(&p.category).unwrap_or_default() as u16).collect();
+    Ok((names, ids))
+}
+
 /// What a bundle holds, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BundleContents {

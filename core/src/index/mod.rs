@@ -75,8 +75,10 @@ pub struct BuildParams {
     /// Seeds the layer of every node.
     pub seed: u64,
     /// Fill each node's links up to HNSW's limit with the neighbours that the
-    /// diversity heuristic pruned (instant-distance's `keep_pruned`): more
-    /// links, a larger graph, a little more recall.
+    /// diversity heuristic pruned (instant-distance's `keep_pruned`). Off by
+    /// default: bench/results/ann.md measured two to three times the links (a
+    /// graph twice as large to ship) and a slower build, for recall that the
+    /// default reaches anyway with a wider beam (`ef` 64 instead of 40).
     pub keep_pruned: bool,
     /// Insert on all of rayon's threads: faster, but the graph then depends
     /// on thread timing; one thread gives the same graph for the same seed
@@ -98,13 +100,17 @@ pub struct SearchParams {
     /// How many of the graph's nearest nodes are scored exactly; at least `k`.
     pub rerank: usize,
     /// A category with at most this many items is searched exactly over its
-    /// items instead of through the graph.
+    /// items instead of through the graph. Scoring an item exactly costs a
+    /// twentieth (11.8k items) to a hundredth (100k) of widening the beam by
+    /// one, so an exact search of a category beats over-fetching from the
+    /// graph, in time and recall, until the category is a large share of a
+    /// large catalog (bench/results/ann.md).
     pub exact_category_below: usize,
 }
 
 impl Default for SearchParams {
     fn default() -> Self {
-        SearchParams { ef: 100, rerank: 100, exact_category_below: 4096 }
+        SearchParams { ef: 100, rerank: 100, exact_category_below: 32_768 }
     }
 }
 
