@@ -63,7 +63,15 @@ fn workspace_root() -> Result<PathBuf> {
 }
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const WASM_ARTIFACT: &str = "target/wasm32-unknown-unknown/release/vitrine_wasm.wasm";
+/// Cargo's output folder: `CARGO_TARGET_DIR` when set, else `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// The release build of the wasm engine.
+fn wasm_artifact(root: &Path) -> PathBuf {
+    target_dir(root).join(WASM_TARGET).join("release/vitrine_wasm.wasm")
+}
 
 fn test(root: &Path) -> Result<()> {
     let tools = setup::setup(root, false)?;
@@ -85,14 +93,14 @@ fn test(root: &Path) -> Result<()> {
         failures.push("cargo test --workspace");
     }
 
-    let out_dir = root.join("target/wasm-node");
+    let out_dir = target_dir(root).join("wasm-node");
     let mut wasm = || -> Result<()> {
         steps.step(&format!("build vitrine-wasm for {WASM_TARGET} (release)"), || {
             build_wasm()?;
-            Ok(util::size_note(&root.join(WASM_ARTIFACT)))
+            Ok(util::size_note(&wasm_artifact(root)))
         })?;
         steps.step("wasm-bindgen --target nodejs into target/wasm-node", || {
-            run(cmd(&tools.wasm_bindgen).args(["--target", "nodejs", "--out-dir"]).arg(&out_dir).arg(WASM_ARTIFACT))?;
+            run(cmd(&tools.wasm_bindgen).args(["--target", "nodejs", "--out-dir"]).arg(&out_dir).arg(wasm_artifact(root)))?;
             Ok(String::new())
         })?;
         steps.step("WebAssembly smoke test in node (wasm/tests/tokenize.mjs)", || {
@@ -127,12 +135,12 @@ fn demo(root: &Path) -> Result<()> {
     })?;
     steps.step(&format!("build vitrine-wasm for {WASM_TARGET} (release)"), || {
         build_wasm()?;
-        Ok(util::size_note(&root.join(WASM_ARTIFACT)))
+        Ok(util::size_note(&wasm_artifact(root)))
     })?;
     let pkg = root.join("www/pkg");
     let wasm_file = pkg.join("vitrine_wasm_bg.wasm");
     steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || {
-        run(cmd(&tools.wasm_bindgen).args(["--target", "web", "--out-dir"]).arg(&pkg).arg(WASM_ARTIFACT))?;
+        run(cmd(&tools.wasm_bindgen).args(["--target", "web", "--out-dir"]).arg(&pkg).arg(wasm_artifact(root)))?;
         let before = std::fs::metadata(&wasm_file).with_context(|| format!("{} missing", wasm_file.display()))?.len();
         run(cmd(&tools.wasm_opt).arg("-O").arg(&wasm_file).arg("-o").arg(&wasm_file))?;
         let after = std::fs::metadata(&wasm_file)?.len();
@@ -145,7 +153,7 @@ fn demo(root: &Path) -> Result<()> {
 
     println!("demo: built");
     for bin in workspace_binaries()? {
-        let path = root.join("target/release").join(&bin);
+        let path = target_dir(root).join("release").join(&bin);
         if path.is_file() {
             println!("  - {}", util::size_note(&path));
         }
