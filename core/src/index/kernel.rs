@@ -141,6 +141,9 @@ pub(crate) mod simd128 {
     }
 }
 
+/// Natively these check the portable and AVX2 versions; `bash
+/// bench/ann/wasm_tests.sh` runs them in WebAssembly, where the simd128
+/// versions are checked as well.
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
