@@ -41,6 +41,10 @@ pub struct Tools {
 pub fn setup(root: &Path, gpu: bool) -> Result<Tools> {
     let mut steps = Steps::new("setup", 8);
     let py = root.join(VENV).join("bin/python");
+    // torch and a test build need several GB; say what there is up front.
+    if let Some(df) = output(cmd("df").args(["-h", "--output=avail,target"]).arg(root)) {
+        println!("setup: free disk space: {}", df.lines().last().unwrap_or_default().trim());
+    }
 
     let torch_title = if gpu {
         format!("python venv {VENV} with torch {TORCH_VERSION} (full, with CUDA)")
@@ -174,7 +178,8 @@ fn wheel_dir() -> Option<PathBuf> {
 /// `pip install`, first from the local wheel folder alone (if any), else from the index.
 fn pip_install(py: &Path, flags: &[&str], packages: &[&str]) -> Result<()> {
     let base = |c: &mut std::process::Command| {
-        c.args(["-m", "pip", "install", "--disable-pip-version-check"]).args(flags);
+        // No wheel cache: torch's wheel would take its size twice on disk.
+        c.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir"]).args(flags);
     };
     if let Some(dir) = wheel_dir() {
         let mut c = cmd(py);
