@@ -23,6 +23,7 @@
 //! [`quant::quantize_safetensors`] writes such a file from an f32 one.
 
 pub mod bert;
+pub mod compact;
 pub mod downstream;
 pub mod fashionvil;
 pub mod quant;
