@@ -131,47 +131,10 @@ pub fn evaluate(
 
     // XMR: position i of `rows` is both the query and the positive.
     let subcategory_of: Vec<&str> = rows.iter().map(|&r| catalog.items[inputs.items[r]].subcategory.as_str()).collect();
-    let mut by_subcategory: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, s) in subcategory_of.iter().enumerate() {
-        by_subcategory.entry(s).or_default().push(i);
-    }
-    let (mut itr, mut tir) = (vec![[0.0; 3]; 0], vec![[0.0; 3]; 0]);
-    let mut negatives_filled = 0;
-    for seed in 0..RANDOM_SEEDS {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let queries = sample(&mut rng, rows.len(), RANDOM_QUERIES.min(rows.len())).into_vec();
-        let (mut itr_ranks, mut tir_ranks) = (Vec::new(), Vec::new());
-        for &q in &queries {
-            let mut negatives: Vec<usize> = by_subcategory[subcategory_of[q]].iter().copied().filter(|&j| j != q).collect();
-            negatives.shuffle(&mut rng);
-            negatives.truncate(RANDOM_NEGATIVES);
-            if negatives.len() < RANDOM_NEGATIVES && rows.len() > RANDOM_NEGATIVES {
-                if seed == 0 {
-                    negatives_filled += 1;
-                }
-                while negatives.len() < RANDOM_NEGATIVES {
-                    let j = rand::Rng::gen_range(&mut rng, 0..rows.len());
-                    if j != q && !negatives.contains(&j) {
-                        negatives.push(j);
-                    }
-                }
-            }
-            let candidates: Vec<usize> = std::iter::once(q).chain(negatives).collect();
-            let scores: Vec<f32> = candidates.iter().map(|&c| dot(&images[q], &texts[c])).collect();
-            itr_ranks.push(rank_of(&scores, 0));
-            let scores: Vec<f32> = candidates.iter().map(|&c| dot(&texts[q], &images[c])).collect();
-            tir_ranks.push(rank_of(&scores, 0));
-        }
-        itr.push([1, 5, 10].map(|k| recall_at(&itr_ranks, k)));
-        tir.push([1, 5, 10].map(|k| recall_at(&tir_ranks, k)));
-    }
-    let average = |runs: &[[f64; 3]]| [0, 1, 2].map(|i| mean(&runs.iter().map(|r| r[i]).collect::<Vec<_>>()));
-    let xmr_random100 = Xmr { itr: average(&itr), tir: average(&tir) };
-    let full_ranks = |queries: &[Vec<f32>], gallery: &[Vec<f32>]| -> Vec<usize> {
-        queries.iter().enumerate().map(|(i, q)| rank_of(&gallery.iter().map(|g| dot(q, g)).collect::<Vec<_>>(), i)).collect()
-    };
-    let (itr_full, tir_full) = (full_ranks(&images, &texts), full_ranks(&texts, &images));
-    let xmr_full_gallery = Xmr { itr: [1, 5, 10].map(|k| recall_at(&itr_full, k)), tir: [1, 5, 10].map(|k| recall_at(&tir_full, k)) };
+    let (itr_random, negatives_filled, itr_full) = retrieval_recalls(&images, &texts, &subcategory_of);
+    let (tir_random, _, tir_full) = retrieval_recalls(&texts, &images, &subcategory_of);
+    let xmr_random100 = Xmr { itr: itr_random, tir: tir_random };
+    let xmr_full_gallery = Xmr { itr: itr_full, tir: tir_full };
     bar.inc(1);
 
     // TGIR: per target category, the gallery of unique targets.
@@ -181,25 +144,9 @@ pub fn evaluate(
         tgir_query(model, inputs, &references, chunk.iter().map(|&i| examples.tgir[i].modification.clone()), None, false, device)
     })?;
     let row_position: HashMap<usize, usize> = rows.iter().enumerate().map(|(i, &r)| (r, i)).collect();
-    let category_of_row = |row: usize| catalog.items[inputs.items[row]].category.clone();
-    let mut tgir_by_category: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, example) in examples.tgir.iter().enumerate() {
-        tgir_by_category.entry(category_of_row(example.target)).or_default().push(i);
-    }
-    let mut tgir = BTreeMap::new();
-    for (category, members) in tgir_by_category {
-        let mut gallery: Vec<usize> = members.iter().map(|&i| examples.tgir[i].target).collect();
-        gallery.sort_unstable();
-        gallery.dedup();
-        let ranks: Vec<usize> = members
-            .iter()
-            .map(|&i| {
-                let scores: Vec<f32> = gallery.iter().map(|&g| dot(&tgir_queries[i], &images[row_position[&g]])).collect();
-                rank_of(&scores, gallery.binary_search(&examples.tgir[i].target).expect("target in its gallery"))
-            })
-            .collect();
-        tgir.insert(category, Recalls { at: vec![(10, recall_at(&ranks, 10)), (50, recall_at(&ranks, 50))], queries: ranks.len() });
-    }
+    let category_of: Vec<String> = rows.iter().map(|&r| catalog.items[inputs.items[r]].category.clone()).collect();
+    let tgir_targets: Vec<usize> = examples.tgir.iter().map(|e| row_position[&e.target]).collect();
+    let tgir = tgir_recalls(&tgir_queries, &tgir_targets, &images, &category_of);
     let tgir_mean = [0, 1].map(|i| mean(&tgir.values().map(|r| r.at[i].1).collect::<Vec<_>>()));
     bar.inc(1);
 
@@ -230,25 +177,10 @@ pub fn evaluate(
         let outfits: Vec<&OcirExample> = chunk.iter().map(|&i| &examples.ocir[i]).collect();
         ocir_query(model, inputs, &outfits, None, device)
     })?;
-    let mut candidates_of: HashMap<String, Vec<usize>> = HashMap::new();
-    for &r in rows {
-        candidates_of.entry(category_of_row(r)).or_default().push(r);
-    }
-    let mut ocir_ranks: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (example, query) in examples.ocir.iter().zip(&ocir_queries) {
-        let category = category_of_row(example.answer);
-        let candidates = &candidates_of[&category];
-        let scores: Vec<f32> = candidates.iter().map(|&c| dot(query, &images[row_position[&c]])).collect();
-        let answer = candidates.iter().position(|&c| c == example.answer).expect("the answer is a candidate of its category");
-        ocir_ranks.entry(category).or_default().push(rank_of(&scores, answer));
-    }
-    let ks = [10, 30, 50];
-    let ocir: BTreeMap<String, Recalls> = ocir_ranks
-        .iter()
-        .map(|(c, ranks)| (c.clone(), Recalls { at: ks.iter().map(|&k| (k, recall_at(ranks, k))).collect(), queries: ranks.len() }))
-        .collect();
+    let ocir_answers: Vec<usize> = examples.ocir.iter().map(|e| row_position[&e.answer]).collect();
+    let ocir = ocir_recalls(&ocir_queries, &ocir_answers, &images, &category_of);
     let questions = examples.ocir.len().max(1) as f64;
-    let ocir_weighted = [0, 1, 2].map(|i| ocir.values().map(|r| r.at[i].1 * r.queries as f64 / questions).sum::<f64>());
+    let ocir_weighted = weighted_recalls(&ocir, questions);
     bar.inc(1);
     bar.finish_and_clear();
 
@@ -268,6 +200,97 @@ pub fn evaluate(
         ocir_weighted,
         meta_sum,
     })
+}
+
+/// One retrieval direction of XMR, where query `i`'s positive is gallery item
+/// `i`: R@1/5/10 of the random-100 protocol (averaged over its seeds), how
+/// many queries needed negatives from outside their subcategory, and R@1/5/10
+/// over the full gallery.
+pub fn retrieval_recalls(queries: &[Vec<f32>], gallery: &[Vec<f32>], subcategory_of: &[&str]) -> ([f64; 3], usize, [f64; 3]) {
+    let mut by_subcategory: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in subcategory_of.iter().enumerate() {
+        by_subcategory.entry(s).or_default().push(i);
+    }
+    let mut runs = Vec::new();
+    let mut negatives_filled = 0;
+    for seed in 0..RANDOM_SEEDS {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let picked = sample(&mut rng, queries.len(), RANDOM_QUERIES.min(queries.len())).into_vec();
+        let mut ranks = Vec::new();
+        for &q in &picked {
+            let mut negatives: Vec<usize> = by_subcategory[subcategory_of[q]].iter().copied().filter(|&j| j != q).collect();
+            negatives.shuffle(&mut rng);
+            negatives.truncate(RANDOM_NEGATIVES);
+            if negatives.len() < RANDOM_NEGATIVES && queries.len() > RANDOM_NEGATIVES {
+                if seed == 0 {
+                    negatives_filled += 1;
+                }
+                while negatives.len() < RANDOM_NEGATIVES {
+                    let j = rand::Rng::gen_range(&mut rng, 0..queries.len());
+                    if j != q && !negatives.contains(&j) {
+                        negatives.push(j);
+                    }
+                }
+            }
+            let scores: Vec<f32> = std::iter::once(q).chain(negatives).map(|c| dot(&queries[q], &gallery[c])).collect();
+            ranks.push(rank_of(&scores, 0));
+        }
+        runs.push([1, 5, 10].map(|k| recall_at(&ranks, k)));
+    }
+    let random100 = [0, 1, 2].map(|i| mean(&runs.iter().map(|r| r[i]).collect::<Vec<_>>()));
+    let full: Vec<usize> =
+        queries.iter().enumerate().map(|(i, q)| rank_of(&gallery.iter().map(|g| dot(q, g)).collect::<Vec<_>>(), i)).collect();
+    (random100, negatives_filled, [1, 5, 10].map(|k| recall_at(&full, k)))
+}
+
+/// TGIR R@10/R@50 per target category: query `i` ranks gallery item
+/// `targets[i]` among the unique targets of that category.
+pub fn tgir_recalls(queries: &[Vec<f32>], targets: &[usize], gallery: &[Vec<f32>], category_of: &[String]) -> BTreeMap<String, Recalls> {
+    let mut by_category: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, &t) in targets.iter().enumerate() {
+        by_category.entry(&category_of[t]).or_default().push(i);
+    }
+    by_category
+        .into_iter()
+        .map(|(category, members)| {
+            let mut unique: Vec<usize> = members.iter().map(|&i| targets[i]).collect();
+            unique.sort_unstable();
+            unique.dedup();
+            let ranks: Vec<usize> = members
+                .iter()
+                .map(|&i| {
+                    let scores: Vec<f32> = unique.iter().map(|&g| dot(&queries[i], &gallery[g])).collect();
+                    rank_of(&scores, unique.binary_search(&targets[i]).expect("target in its gallery"))
+                })
+                .collect();
+            (category.to_string(), Recalls { at: vec![(10, recall_at(&ranks, 10)), (50, recall_at(&ranks, 50))], queries: ranks.len() })
+        })
+        .collect()
+}
+
+/// OCIR R@10/30/50 per category: query `i` ranks gallery item `answers[i]`
+/// among the gallery items of its category.
+pub fn ocir_recalls(queries: &[Vec<f32>], answers: &[usize], gallery: &[Vec<f32>], category_of: &[String]) -> BTreeMap<String, Recalls> {
+    let mut candidates_of: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (g, c) in category_of.iter().enumerate() {
+        candidates_of.entry(c).or_default().push(g);
+    }
+    let mut ranks: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (query, &answer) in queries.iter().zip(answers) {
+        let candidates = &candidates_of[category_of[answer].as_str()];
+        let scores: Vec<f32> = candidates.iter().map(|&c| dot(query, &gallery[c])).collect();
+        let position = candidates.iter().position(|&c| c == answer).expect("the answer is a candidate of its category");
+        ranks.entry(category_of[answer].clone()).or_default().push(rank_of(&scores, position));
+    }
+    ranks
+        .into_iter()
+        .map(|(c, r)| (c, Recalls { at: [10, 30, 50].iter().map(|&k| (k, recall_at(&r, k))).collect(), queries: r.len() }))
+        .collect()
+}
+
+/// Recalls over categories, weighted by each category's share of `questions`.
+pub fn weighted_recalls(by_category: &BTreeMap<String, Recalls>, questions: f64) -> [f64; 3] {
+    [0, 1, 2].map(|i| by_category.values().map(|r| r.at[i].1 * r.queries as f64 / questions).sum::<f64>())
 }
 
 impl EvalReport {

@@ -69,7 +69,7 @@ impl Downstream {
 }
 
 /// Outfit items fed to the OCIR head per question (the largest baskets are cut).
-const MAX_OUTFIT_ITEMS: usize = 8;
+pub const MAX_OUTFIT_ITEMS: usize = 8;
 
 /// Image inputs of every catalog item with a photo.
 enum ItemImages {

@@ -70,6 +70,8 @@ pub enum TrainError {
     Catalog(#[from] vitrine_core::catalog::CatalogError),
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
     #[error("the recipe enables MPFC but no image tokenizer was given: train one with `vitrine-train vqvae` and pass --vqvae")]
     NoImageTokenizer,
     #[error("image encoder weights {path}: {reason}")]
