@@ -17,9 +17,11 @@
 //!   text encoder.
 //! - [`bundle`]: the versioned, checksummed bundle the browser loads (folder or single file).
 //! - [`index`]: the int8 ANN index (HNSW by instant-distance, exact re-rank, category filter).
+//! - [`engine`]: search, TGIR, OCIR and category intent over a bundle (what the browser runs).
 
 pub mod bundle;
 pub mod catalog;
+pub mod engine;
 pub mod hash;
 pub mod index;
 pub mod metrics;
