@@ -6,4 +6,14 @@
 //!   as one shard of `n` (`--shard i/n`) with a merge step, so a large
 //!   catalog can be embedded by independent jobs.
 
+//! - [`distill`]: the compact space (projection) and the browser's heads,
+//!   distilled from the teacher ([`heads`] are their tch modules).
+//! - [`build`]: int8 vectors, HNSW graph, int8 text encoder and the bundle,
+//!   with per-stage timings.
+//! - [`evaluate`]: retrieval through a bundle with the teacher's protocols.
+
+pub mod build;
+pub mod distill;
 pub mod embed;
+pub mod evaluate;
+pub mod heads;

@@ -1,12 +1,21 @@
 //! `vitrine-index`: embeds a catalog with a fine-tuned model (one job, or
-//! independent shards and a merge) for the bundle the browser searches.
+//! independent shards and a merge), distils and quantises it into the bundle
+//! the browser searches, and evaluates a bundle against the teacher.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use vitrine_core::bundle::{Bundle, Limits};
+use vitrine_core::catalog::Split;
 use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions};
+use vitrine_core::engine::Engine;
+use vitrine_core::index::BuildParams;
+use vitrine_core::tasks::Labels;
+use vitrine_index_builder::build::{build, BuildInputs, StageTimes};
+use vitrine_index_builder::distill::{DistillOptions, TeacherRun, TeacherSpace};
 use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
+use vitrine_index_builder::evaluate::{comparison_markdown, evaluate_bundle};
 use vitrine_trainer::checkpoint;
 use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
 use vitrine_trainer::recipe::Recipe;
@@ -28,24 +37,80 @@ struct Source {
     skip_bad_rows: bool,
 }
 
+/// The model and how to run it.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Fine-tuning run folder or checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The recipe the model was trained with (image encoder mode, text length).
+    #[arg(long, default_value = "cpu")]
+    config: String,
+    /// Folder with the set-up's pretrained weights (the frozen image encoder).
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// Folder for cached image features (default: <out>/cache).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Builds the bundle: embeds the catalog (resuming an earlier run in <out>/embeddings),
+    /// distils the compact space and heads, quantises, builds the HNSW graph and writes
+    /// <out>/bundle/ and <out>/catalog.vitrine, printing each stage's time and the sizes.
+    Build {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Use the shards of a finished `vitrine-index embed` run in this folder instead of embedding here.
+        #[arg(long)]
+        embeddings: Option<PathBuf>,
+        /// Number of shards of that run.
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// Width of the compact space.
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        /// Distillation steps of the projection and of each head.
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        /// Train examples per head answered by the teacher.
+        #[arg(long, default_value_t = 20_000)]
+        max_examples: usize,
+        /// Weight of the image in product vectors (default: chosen on the val split).
+        #[arg(long)]
+        image_weight: Option<f32>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Retrieval through a bundle with the teacher's protocols on one split,
+    /// beside the teacher's figures when given.
+    Eval {
+        #[command(flatten)]
+        source: Source,
+        /// Bundle folder or single file.
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// The teacher's `vitrine-train eval --out` report on the same split.
+        #[arg(long)]
+        teacher_report: Option<PathBuf>,
+        /// Writes the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Embeds the catalog's items (image and text embeddings of the full model), resumably.
     Embed {
         #[command(flatten)]
         source: Source,
-        /// Fine-tuning run folder or checkpoint.
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// The recipe the model was trained with (image encoder mode, text length).
-        #[arg(long, default_value = "cpu")]
-        config: String,
-        /// Folder with the set-up's pretrained weights (the frozen image encoder).
-        #[arg(long, default_value = "models")]
-        models: PathBuf,
-        /// Folder for cached image features (default: <out>/cache).
-        #[arg(long)]
-        cache: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
         /// This job's shard, `i/n` with 0 <= i < n; the items are split round-robin.
         #[arg(long, default_value = "0/1")]
         shard: Shard,
@@ -87,16 +152,115 @@ fn open_catalog(source: &Source) -> Result<catalog::Catalog> {
     Ok(catalog)
 }
 
+fn read_bundle(path: &std::path::Path) -> Result<Bundle> {
+    let limits = Limits::default();
+    let bundle = if path.is_dir() { Bundle::read_folder(path, &limits) } else { Bundle::read_single_file(path, &limits) };
+    bundle.with_context(|| format!("reading bundle {}", path.display()))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Embed { source, checkpoint, config, models, cache, shard, out } => {
-            let catalog = open_catalog(&source)?;
-            let recipe = Recipe::load(&config)?;
+        Command::Build { source, model, embeddings, shards, dim, steps, max_examples, image_weight, seed, out } => {
+            let mut stages = StageTimes::default();
+            let (catalog, labels, recipe, dir, finetuned, inputs) = stages.time("load", || -> Result<_> {
+                let catalog = open_catalog(&source)?;
+                let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip)?;
+                let recipe = Recipe::load(&model.config)?;
+                let dir = checkpoint::resolve(&model.checkpoint)?;
+                let finetuned = load_finetuned(&dir, recipe.max_text_tokens, recipe.device())?;
+                let cache = model.cache.clone().unwrap_or_else(|| out.join("cache"));
+                let image_weights = model.models.join("efficientnet-lite0/model.safetensors");
+                let inputs = CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &image_weights, &cache, recipe.device())?;
+                Ok((catalog, labels, recipe, dir, finetuned, inputs))
+            })?;
             let device = recipe.device();
-            let dir = checkpoint::resolve(&checkpoint)?;
+            let embedded = stages.time("embed", || -> Result<_> {
+                let (folder, count) = match &embeddings {
+                    Some(folder) => (folder.clone(), shards),
+                    None => {
+                        let folder = out.join("embeddings");
+                        let summary = embed_shard(&finetuned, &dir, &catalog, &inputs, Shard::WHOLE, &folder, device)?;
+                        println!(
+                            "embedded {} items ({} chunks reused), {:.1} items/s",
+                            summary.items, summary.reused_chunks, summary.items_per_s
+                        );
+                        (folder, 1)
+                    }
+                };
+                Ok(merge(&folder, count, &catalog)?)
+            })?;
+            let space = TeacherSpace::new(&embedded);
+            let products = vitrine_index_builder::build::products(&catalog, space.items());
+            let (categories, _) = vitrine_core::bundle::category_ids(&products)?;
+            let teacher = TeacherRun {
+                finetuned: &finetuned,
+                catalog: &catalog,
+                labels: &labels,
+                inputs: &inputs,
+                space: &space,
+                categories: &categories,
+                device,
+            };
+            let distill = DistillOptions { dim, steps, max_examples, image_weight, seed, ..Default::default() };
+            let params = BuildParams::default();
+            let build_inputs =
+                BuildInputs { checkpoint: &dir, max_query_tokens: recipe.max_text_tokens, distill: &distill, index: &params, out: &out };
+            let report = build(&teacher, &build_inputs, stages)?;
+            println!("stage times:");
+            for (stage, seconds) in &report.stages.0 {
+                println!("  {stage:<14} {seconds:>9.1} s");
+            }
+            let d = &report.distill;
+            println!(
+                "image weight of product vectors: {:.1} (val score per weight: {})",
+                d.image_weight,
+                d.image_weight_scores.iter().map(|(w, s)| format!("{w:.1}→{s:.1}")).collect::<Vec<_>>().join(" ")
+            );
+            println!("val title → product R@10: teacher space {:.2}, compact {:.2}", d.val_title_r10_teacher, d.val_title_r10_compact);
+            println!("bundle: {} items, {} dims (teacher {}):", report.items, report.dims, report.teacher_dims);
+            for (part, bytes) in &report.part_bytes {
+                println!("  {part:<14} {bytes:>12} bytes");
+            }
+            println!(
+                "  total {} bytes ({:.0} per item); single file {} bytes; int8 vectors {:.0} bytes per item vs {} bytes of f32 teacher vectors",
+                report.total_bytes,
+                report.total_bytes as f64 / report.items.max(1) as f64,
+                report.single_file_bytes,
+                report.index_bytes_per_item,
+                report.teacher_f32_vector_bytes / report.items.max(1) as u64
+            );
+            println!(
+                "wrote {} and {}",
+                vitrine_index_builder::build::bundle_folder(&out).display(),
+                vitrine_index_builder::build::single_file(&out).display()
+            );
+        }
+        Command::Eval { source, bundle, split, teacher_report, out } => {
+            let catalog = open_catalog(&source)?;
+            let split: Split = split.parse().map_err(|e| anyhow::anyhow!("--split: {e}"))?;
+            let engine = Engine::from_bundle(read_bundle(&bundle)?)?;
+            let figures = evaluate_bundle(&engine, &catalog, split)?;
+            if let Some(path) = &out {
+                std::fs::write(path, serde_json::to_string_pretty(&figures)?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            match teacher_report {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let teacher =
+                        serde_json::from_str(&text).with_context(|| format!("{}: not a `vitrine-train eval` report", path.display()))?;
+                    println!("{}", comparison_markdown(&figures, &teacher));
+                }
+                None => println!("{}", serde_json::to_string_pretty(&figures)?),
+            }
+        }
+        Command::Embed { source, model: args, shard, out } => {
+            let catalog = open_catalog(&source)?;
+            let recipe = Recipe::load(&args.config)?;
+            let device = recipe.device();
+            let dir = checkpoint::resolve(&args.checkpoint)?;
             let model = load_finetuned(&dir, recipe.max_text_tokens, device)?;
-            let cache = cache.unwrap_or_else(|| out.join("cache"));
-            let image_weights = models.join("efficientnet-lite0/model.safetensors");
+            let cache = args.cache.unwrap_or_else(|| out.join("cache"));
+            let image_weights = args.models.join("efficientnet-lite0/model.safetensors");
             let items = shard_items(&catalog, shard);
             let inputs = CatalogInputs::for_items(&catalog, items, &model.tokenizer, &recipe, &image_weights, &cache, device)?;
             let summary = embed_shard(&model, &dir, &catalog, &inputs, shard, &out, device)?;

@@ -1,0 +1,192 @@
+//! From a fine-tuned checkpoint and its catalog's embeddings to the bundle:
+//! distillation into the compact space, int8 item vectors and the HNSW graph,
+//! the int8 text encoder, product metadata, written as a folder and, for
+//! offline catalogs, a single file. Each stage is timed.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+use vitrine_core::bundle::{category_ids, BundleContents, Manifest, Product};
+use vitrine_core::catalog::Catalog;
+use vitrine_core::engine::BundleModelConfig;
+use vitrine_core::index::{AnnIndex, BuildParams};
+use vitrine_core::model::quant::quantize_safetensors;
+use vitrine_trainer::finetune::Finetuned;
+
+use crate::distill::{distill, DistillOptions, DistillReport, TeacherRun};
+
+/// Errors of building a bundle; each names the file or stage.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Train(#[from] vitrine_trainer::train_loop::TrainError),
+    #[error(transparent)]
+    Bundle(#[from] vitrine_core::bundle::BundleError),
+    #[error("building the index: {0}")]
+    Index(#[from] vitrine_core::index::IndexError),
+    #[error("the text encoder: {0}")]
+    Model(#[from] vitrine_core::model::ModelError),
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn file_err(path: &Path) -> impl Fn(std::io::Error) -> BuildError + '_ {
+    move |e| BuildError::File { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// Seconds spent in each stage, in order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageTimes(pub Vec<(String, f64)>);
+
+impl StageTimes {
+    /// Runs `stage`, recording how long it took.
+    pub fn time<T>(&mut self, name: &str, stage: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = stage();
+        self.0.push((name.to_string(), started.elapsed().as_secs_f64()));
+        out
+    }
+}
+
+/// What `vitrine-index build` reports (also written as `<out>/build-report.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildReport {
+    pub items: usize,
+    pub dims: usize,
+    pub teacher_dims: usize,
+    pub stages: StageTimes,
+    /// Bytes of each part of the bundle.
+    pub part_bytes: Vec<(String, u64)>,
+    pub total_bytes: u64,
+    pub single_file_bytes: u64,
+    /// Bytes of the int8 item vectors (codes and scale), per item.
+    pub index_bytes_per_item: f64,
+    /// f32 teacher product vectors of the same items (what an uncompressed index would hold).
+    pub teacher_f32_vector_bytes: u64,
+    pub distill: DistillReport,
+}
+
+/// Where the bundle goes: `<out>/bundle/` (folder layout) and `<out>/catalog.vitrine` (single file).
+pub fn bundle_folder(out: &Path) -> PathBuf {
+    out.join("bundle")
+}
+
+pub fn single_file(out: &Path) -> PathBuf {
+    out.join("catalog.vitrine")
+}
+
+/// The text tower of the checkpoint (`bert.*` and `embedding_scale`) as safetensors bytes with int8 linear layers.
+fn text_encoder_part(finetuned: &Finetuned, scratch: &Path) -> Result<Vec<u8>, BuildError> {
+    let variables = finetuned.vs.variables();
+    let mut names: Vec<&String> = variables.keys().filter(|n| n.starts_with("bert.") || *n == "embedding_scale").collect();
+    names.sort();
+    let tensors: Vec<(&str, Tensor)> = names.iter().map(|n| (n.as_str(), variables[*n].to_kind(Kind::Float))).collect();
+    let path = scratch.join("text-encoder-f32.safetensors");
+    Tensor::write_safetensors(&tensors, &path).map_err(|e| BuildError::File { path: path.clone(), reason: e.to_string() })?;
+    let bytes = std::fs::read(&path).map_err(file_err(&path))?;
+    let (int8, _) = quantize_safetensors(&bytes, &path.display().to_string())?;
+    std::fs::remove_file(&path).map_err(file_err(&path))?;
+    Ok(int8)
+}
+
+/// The products of the embedded items, in their order.
+pub fn products(catalog: &Catalog, items: &[usize]) -> Vec<Product> {
+    items
+        .iter()
+        .map(|&i| {
+            let item = &catalog.items[i];
+            Product {
+                id: item.id.clone(),
+                title: item.title.clone(),
+                category: item.category.clone(),
+                subcategory: item.subcategory.clone(),
+                image: item.images.first().cloned().unwrap_or_default(),
+                group_id: item.group_id.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Inputs of [`build`] besides the teacher run.
+pub struct BuildInputs<'a> {
+    /// The checkpoint folder (its `config.json` and `tokenizer.json` go into the bundle).
+    pub checkpoint: &'a Path,
+    pub max_query_tokens: usize,
+    pub distill: &'a DistillOptions,
+    pub index: &'a BuildParams,
+    pub out: &'a Path,
+}
+
+/// Builds the bundle (stages after embedding; `stages` already holds the earlier ones).
+pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> Result<BuildReport, BuildError> {
+    let bar = indicatif::ProgressBar::new_spinner().with_prefix("building bundle");
+    bar.set_style(indicatif::ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed}").expect("valid template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let distilled = stages.time("distil", || distill(run, inputs.distill, &bar))?;
+
+    bar.set_message("int8 vectors and HNSW graph");
+    let items = run.space.items();
+    let products = products(run.catalog, items);
+    let (categories, ids) = category_ids(&products)?;
+    let dims = distilled.config.dim;
+    let vectors: Vec<f32> = Vec::<f32>::try_from(distilled.products.flatten(0, -1)).expect("f32 vectors");
+    let index = stages.time("index", || AnnIndex::build(dims, &vectors, ids, inputs.index))?;
+
+    bar.set_message("int8 text encoder");
+    std::fs::create_dir_all(inputs.out).map_err(file_err(inputs.out))?;
+    let text_encoder = stages.time("text encoder", || text_encoder_part(run.finetuned, inputs.out))?;
+
+    bar.set_message("writing");
+    let heads_path = inputs.out.join("heads.safetensors");
+    distilled.vs.save(&heads_path).map_err(|e| BuildError::File { path: heads_path.clone(), reason: e.to_string() })?;
+    let heads = std::fs::read(&heads_path).map_err(file_err(&heads_path))?;
+    std::fs::remove_file(&heads_path).map_err(file_err(&heads_path))?;
+    let read = |name: &str| {
+        let path = inputs.checkpoint.join(name);
+        std::fs::read(&path).map_err(file_err(&path))
+    };
+    let text_encoder_config: serde_json::Value = serde_json::from_slice(&read("config.json")?)
+        .map_err(|e| BuildError::File { path: inputs.checkpoint.join("config.json"), reason: e.to_string() })?;
+    let model_config = BundleModelConfig {
+        text_encoder: text_encoder_config,
+        compact: distilled.config.clone(),
+        max_query_tokens: inputs.max_query_tokens,
+    };
+    let contents = BundleContents {
+        model_config: serde_json::to_value(&model_config).expect("config serialises"),
+        categories,
+        text_encoder,
+        heads,
+        tokenizer: read("tokenizer.json")?,
+        index,
+        products,
+    };
+    let folder = bundle_folder(inputs.out);
+    let manifest: Manifest = stages.time("write", || -> Result<Manifest, BuildError> {
+        let manifest = contents.write_folder(&folder)?;
+        contents.write_single_file(&single_file(inputs.out))?;
+        Ok(manifest)
+    })?;
+    bar.finish_and_clear();
+
+    let single_file_bytes = std::fs::metadata(single_file(inputs.out)).map_err(file_err(&single_file(inputs.out)))?.len();
+    let vectors = contents.index.vectors();
+    let vector_bytes = (vectors.all_codes().len() + 4 * vectors.scales().len()) as f64;
+    let report = BuildReport {
+        items: items.len(),
+        dims,
+        teacher_dims: distilled.config.teacher_dim,
+        stages,
+        part_bytes: manifest.parts.iter().map(|p| (p.name.to_string(), p.bytes)).collect(),
+        total_bytes: manifest.parts.iter().map(|p| p.bytes).sum(),
+        single_file_bytes,
+        index_bytes_per_item: vector_bytes / items.len().max(1) as f64,
+        teacher_f32_vector_bytes: (items.len() * distilled.config.teacher_dim * 4) as u64,
+        distill: distilled.report,
+    };
+    let path = inputs.out.join("build-report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("report serialises")).map_err(file_err(&path))?;
+    Ok(report)
+}

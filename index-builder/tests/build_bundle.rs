@@ -1,0 +1,108 @@
+//! Building a bundle from a generated catalog and a briefly fine-tuned model:
+//! the folder and the single file read back the same, the browser engine
+//! loads it, the compact space keeps the teacher's retrieval, and the bundle
+//! evaluates with the teacher's protocols.
+
+use std::path::Path;
+
+use tch::Device;
+use vitrine_core::bundle::{category_ids, Bundle, Limits};
+use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions, Split};
+use vitrine_core::engine::Engine;
+use vitrine_core::index::BuildParams;
+use vitrine_core::synth::{generate, SynthSpec};
+use vitrine_core::tasks::Labels;
+use vitrine_index_builder::build::{build, bundle_folder, products, single_file, BuildInputs, StageTimes};
+use vitrine_index_builder::distill::{DistillOptions, TeacherRun, TeacherSpace};
+use vitrine_index_builder::embed::{embed_shard, merge, Shard};
+use vitrine_index_builder::evaluate::evaluate_bundle;
+use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Start};
+use vitrine_trainer::pretrain::ModelPaths;
+use vitrine_trainer::recipe::Recipe;
+
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+
+#[test]
+fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
+    let models = Path::new(MODELS);
+    assert!(models.join("all-MiniLM-L6-v2/model.safetensors").is_file(), "run `cargo xtask setup` first");
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("generated");
+    generate(&source, &SynthSpec { groups: 24, baskets: 40, ..Default::default() }).unwrap();
+    let catalog = catalog::open(&source, ImportOptions::default()).unwrap();
+    let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
+    let paths = ModelPaths {
+        bert: models.join("all-MiniLM-L6-v2"),
+        image_encoder: models.join("efficientnet-lite0/model.safetensors"),
+        vqvae: None,
+        feature_cache: Some(dir.path().join("cache")),
+    };
+    let mut recipe = Recipe::load("cpu").unwrap();
+    recipe.max_text_tokens = 32;
+    recipe.finetune.steps = 2;
+    recipe.finetune.batch_size = 4;
+    recipe.checkpoint_every = 2;
+    let run = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("finetune"), false).unwrap();
+    let finetuned = load_finetuned(&run.checkpoint, 32, Device::Cpu).unwrap();
+    let inputs =
+        CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), Device::Cpu).unwrap();
+    let embedded = dir.path().join("embeddings");
+    embed_shard(&finetuned, &run.checkpoint, &catalog, &inputs, Shard::WHOLE, &embedded, Device::Cpu).unwrap();
+    let embeddings = merge(&embedded, 1, &catalog).unwrap();
+    let space = TeacherSpace::new(&embeddings);
+    let (categories, _) = category_ids(&products(&catalog, space.items())).unwrap();
+    let teacher = TeacherRun {
+        finetuned: &finetuned,
+        catalog: &catalog,
+        labels: &labels,
+        inputs: &inputs,
+        space: &space,
+        categories: &categories,
+        device: Device::Cpu,
+    };
+    let options = DistillOptions { dim: 64, steps: 40, batch: 32, ..Default::default() };
+    let out = dir.path().join("out");
+    let inputs =
+        BuildInputs { checkpoint: &run.checkpoint, max_query_tokens: 32, distill: &options, index: &BuildParams::default(), out: &out };
+    let report = build(&teacher, &inputs, StageTimes::default()).unwrap();
+
+    assert_eq!(report.items, space.items().len());
+    assert_eq!(report.dims, 64);
+    let stages: Vec<&str> = report.stages.0.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(stages, ["distil", "index", "text encoder", "write"]);
+    // Eleven weights tried on val, the chosen one among them with the best score.
+    let scores = &report.distill.image_weight_scores;
+    assert_eq!(scores.len(), 11);
+    let best = scores.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+    assert!(scores.iter().any(|&(w, s)| w == report.distill.image_weight && s == best));
+    // The compact space keeps most of the teacher's title → product retrieval.
+    assert!(
+        report.distill.val_title_r10_compact >= 0.8 * report.distill.val_title_r10_teacher,
+        "compact {} vs teacher {}",
+        report.distill.val_title_r10_compact,
+        report.distill.val_title_r10_teacher
+    );
+    assert!(report.distill.final_losses.values().all(|l| l.is_finite()));
+    // int8 vectors: 64 codes and a 4-byte scale per item, a fifth of the f32 teacher's 384 floats.
+    assert_eq!(report.index_bytes_per_item, 68.0);
+
+    let limits = Limits::default();
+    let from_folder = Bundle::read_folder(&bundle_folder(&out), &limits).unwrap();
+    let from_file = Bundle::read_single_file(&single_file(&out), &limits).unwrap();
+    assert_eq!(from_folder.contents, from_file.contents);
+    assert_eq!(report.total_bytes, from_folder.manifest.parts_bytes());
+
+    let engine = Engine::from_bundle(from_file).unwrap();
+    let hits = engine.search("a red dress", 5, None).unwrap();
+    assert_eq!(hits.len(), 5);
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+
+    let figures = evaluate_bundle(&engine, &catalog, Split::Test).unwrap();
+    assert!(figures.items > 0 && figures.items < engine.products().len());
+    for r in figures.tir_full_gallery.iter().chain(&figures.tir_random100).chain(&figures.ocir_weighted) {
+        assert!((0.0..=100.0).contains(r), "{r}");
+    }
+    // R@k grows with k.
+    assert!(figures.tir_full_gallery.windows(2).all(|w| w[0] <= w[1]));
+    assert!(figures.ann_recall_at_10 > 90.0, "{}", figures.ann_recall_at_10);
+}
