@@ -36,6 +36,14 @@ fn file_err(path: &Path) -> impl Fn(std::io::Error) -> BuildError + '_ {
     move |e| BuildError::File { path: path.to_path_buf(), reason: e.to_string() }
 }
 
+/// Shows what the build is doing: on the progress line, and in the log (which
+/// is what a job without a terminal keeps).
+pub fn stage(bar: &indicatif::ProgressBar, what: impl Into<std::borrow::Cow<'static, str>>) {
+    let what = what.into();
+    tracing::info!("{what}");
+    bar.set_message(what);
+}
+
 /// Seconds spent in each stage, in order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StageTimes(pub Vec<(String, f64)>);
@@ -126,7 +134,7 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let distilled = stages.time("distil", || distill(run, inputs.distill, &bar))?;
 
-    bar.set_message("int8 vectors and HNSW graph");
+    stage(&bar, "int8 vectors and HNSW graph");
     let items = run.space.items();
     let products = products(run.catalog, items);
     let (categories, ids) = category_ids(&products)?;
@@ -134,11 +142,11 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
     let vectors: Vec<f32> = Vec::<f32>::try_from(distilled.products.flatten(0, -1)).expect("f32 vectors");
     let index = stages.time("index", || AnnIndex::build(dims, &vectors, ids, inputs.index))?;
 
-    bar.set_message("int8 text encoder");
+    stage(&bar, "int8 text encoder");
     std::fs::create_dir_all(inputs.out).map_err(file_err(inputs.out))?;
     let text_encoder = stages.time("text encoder", || text_encoder_part(run.finetuned, inputs.out))?;
 
-    bar.set_message("writing");
+    stage(&bar, "writing");
     let heads_path = inputs.out.join("heads.safetensors");
     distilled.vs.save(&heads_path).map_err(|e| BuildError::File { path: heads_path.clone(), reason: e.to_string() })?;
     let heads = std::fs::read(&heads_path).map_err(file_err(&heads_path))?;

@@ -330,7 +330,7 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let tau = options.temperature;
 
-    bar.set_message("teacher on val");
+    crate::build::stage(bar, "teacher on val");
     let probe = ValProbe::new(run, &mut rng)?;
     let identity = |t: &Tensor| t.shallow_clone();
     let (image_weight, image_weight_scores) = match options.image_weight {
@@ -345,7 +345,7 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     let teacher_products = run.space.products(image_weight);
     let val_title_r10_teacher = probe.score(run, &teacher_products, &identity).0;
 
-    bar.set_message("teacher on train");
+    crate::build::stage(bar, "teacher on train");
     let train = run.answers(Split::Train, options.max_examples, true, &mut rng)?;
     let train_rows: Vec<i64> = run
         .space
@@ -367,7 +367,7 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     let train_texts = run.space.text.index_select(0, &train_index);
 
     // Projection: principal directions, then in-batch similarity distillation.
-    bar.set_message("projection");
+    crate::build::stage(bar, "projection");
     let stacked = Tensor::cat(&[&train_products, &train_texts], 0);
     let (_, _, v) = stacked.svd(true, true);
     heads.set_projection(&v.narrow(1, 0, options.dim as i64).tr());
@@ -403,7 +403,7 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     let mut examples = HashMap::new();
     let index_of = |rows: &[i64]| Tensor::from_slice(rows);
     for (task, answers) in [("tgir", &train.tgir), ("ocir", &train.ocir)].into_iter().chain(train.cr.as_ref().map(|c| ("category", c))) {
-        bar.set_message(format!("{task} head"));
+        crate::build::stage(bar, format!("{task} head"));
         examples.insert(task.to_string(), answers.answers.len());
         if answers.answers.is_empty() {
             continue;

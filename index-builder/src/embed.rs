@@ -177,6 +177,7 @@ pub fn embed_shard(
             .map_err(|source| EmbedError::Tensors { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, &path).map_err(file_err(&path))?;
         computed += chunk.len();
+        tracing::info!("embedded chunk {} of {}", c + 1, chunks.len());
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();

@@ -1,0 +1,141 @@
+//! The browser tests' fixture: a bundle built from a generated catalog (no
+//! external data) with a briefly fine-tuned model, in about a minute on two
+//! cores, exactly as `tests/build_bundle.rs` builds one.
+//!
+//! ```text
+//! cargo run --release -p vitrine-index-builder --example fixture_bundle -- --out target/e2e-bundle
+//! ```
+//!
+//! Writes `OUT/bundle/` (folder layout), `OUT/catalog.vitrine` (single file),
+//! `OUT/catalog/` (the generated catalog, its photos under `catalog/images/`)
+//! and `OUT/fixture.json` (what the tests may rely on: categories, the hostile
+//! title's product id). One product's title is markup
+//! (`<img src=x onerror=alert(1)>`): the storefront must show it as text.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::Device;
+use vitrine_core::bundle::{category_ids, Bundle, Limits};
+use vitrine_core::catalog::{self, canonical, BadRowPolicy, ImportOptions, Split};
+use vitrine_core::engine::Engine;
+use vitrine_core::index::BuildParams;
+use vitrine_core::synth::{generate, SynthSpec};
+use vitrine_core::tasks::Labels;
+use vitrine_index_builder::build::{build, products, single_file, BuildInputs, StageTimes};
+use vitrine_index_builder::distill::{DistillOptions, TeacherRun, TeacherSpace};
+use vitrine_index_builder::embed::{embed_shard, merge, Shard};
+use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Start};
+use vitrine_trainer::pretrain::ModelPaths;
+use vitrine_trainer::recipe::Recipe;
+
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+/// The title the storefront must render as text, never as markup.
+pub const HOSTILE_TITLE: &str = "<img src=x onerror=alert(1)>";
+const HOSTILE_ID: &str = "xss-0001";
+/// Enough for "<material> <garment>" searches to find that garment.
+const FINETUNE_STEPS: usize = 20;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut out = PathBuf::from("target/e2e-bundle");
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => out = PathBuf::from(args.next().context("--out needs a folder")?),
+            other => bail!("unknown argument {other:?} (usage: fixture_bundle [--out DIR])"),
+        }
+    }
+    let start = std::time::Instant::now();
+    let models = Path::new(MODELS);
+    if !models.join("all-MiniLM-L6-v2/model.safetensors").is_file() {
+        bail!("{} has no MiniLM: run `cargo xtask setup` first", models.display());
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let work = out.join("work");
+
+    // The generated catalog, plus one product whose title is markup.
+    let source = out.join("catalog");
+    let mut generated = generate(&source, &SynthSpec { groups: 36, baskets: 60, ..Default::default() })?;
+    let mut hostile = generated.items[0].clone();
+    hostile.id = HOSTILE_ID.to_string();
+    hostile.group_id = "gxss".to_string();
+    hostile.title = HOSTILE_TITLE.to_string();
+    generated.splits.insert(HOSTILE_ID.to_string(), Split::Train);
+    generated.items.push(hostile.clone());
+    canonical::write_dir(&generated, &source)?;
+    let catalog = catalog::open(&source, ImportOptions::default())?;
+    if catalog.get(HOSTILE_ID).map(|i| i.title.as_str()) != Some(HOSTILE_TITLE) {
+        bail!("the hostile product did not survive the catalog import");
+    }
+    let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip)?;
+
+    let paths = ModelPaths {
+        bert: models.join("all-MiniLM-L6-v2"),
+        image_encoder: models.join("efficientnet-lite0/model.safetensors"),
+        vqvae: None,
+        feature_cache: Some(work.join("cache")),
+    };
+    let mut recipe = Recipe::load("cpu")?;
+    recipe.max_text_tokens = 32;
+    recipe.finetune.steps = FINETUNE_STEPS;
+    recipe.finetune.batch_size = 8;
+    recipe.checkpoint_every = FINETUNE_STEPS;
+    let run = finetune(&catalog, &recipe, &paths, Start::Towers, &work.join("finetune"), false)?;
+    let finetuned = load_finetuned(&run.checkpoint, 32, Device::Cpu)?;
+    let inputs = CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &paths.image_encoder, &work.join("cache"), Device::Cpu)?;
+    let embedded = work.join("embeddings");
+    embed_shard(&finetuned, &run.checkpoint, &catalog, &inputs, Shard::WHOLE, &embedded, Device::Cpu)?;
+    let embeddings = merge(&embedded, 1, &catalog)?;
+    let space = TeacherSpace::new(&embeddings);
+    let (categories, _) = category_ids(&products(&catalog, space.items()))?;
+    let teacher = TeacherRun {
+        finetuned: &finetuned,
+        catalog: &catalog,
+        labels: &labels,
+        inputs: &inputs,
+        space: &space,
+        categories: &categories,
+        device: Device::Cpu,
+    };
+    let options = DistillOptions { dim: 64, steps: 300, batch: 32, ..Default::default() };
+    let build_inputs =
+        BuildInputs { checkpoint: &run.checkpoint, max_query_tokens: 32, distill: &options, index: &BuildParams::default(), out: &out };
+    let report = build(&teacher, &build_inputs, StageTimes::default())?;
+    std::fs::remove_dir_all(&work).ok();
+
+    // What the browser will see: the queries the tests make, answered natively.
+    let bundle = Bundle::read_single_file(&single_file(&out), &Limits::default())?;
+    let engine = Engine::from_bundle(bundle)?;
+    let hostile_item = engine.products().iter().position(|p| p.title == HOSTILE_TITLE).context("hostile product not in the bundle")?;
+    for query in ["leather boots", "cotton t-shirt", "wool skirt", "red dress"] {
+        let hits = engine.search(query, 5, None)?;
+        let shown: Vec<String> = hits
+            .iter()
+            .map(|h| format!("{} ({})", engine.products()[h.item as usize].title, engine.products()[h.item as usize].category))
+            .collect();
+        println!("{query:>16}: {}", shown.join(", "));
+    }
+    // The tests find the hostile product by searching for its title.
+    let hits = engine.search(HOSTILE_TITLE, 20, None)?;
+    let hostile_rank = hits.iter().position(|h| h.item as usize == hostile_item);
+    println!("the hostile title's product ranks {hostile_rank:?} (0-based) for its own title");
+    let fixture = serde_json::json!({
+        "items": report.items,
+        "categories": engine.categories(),
+        "hostile": { "id": HOSTILE_ID, "item": hostile_item, "title": HOSTILE_TITLE, "rank_for_its_title": hostile_rank },
+        "bundle_bytes": report.total_bytes,
+    });
+    std::fs::write(out.join("fixture.json"), serde_json::to_string_pretty(&fixture)?)?;
+    println!(
+        "fixture bundle: {} items, {} categories, {} bytes in {} ({:.0} s)",
+        report.items,
+        engine.categories().len(),
+        report.total_bytes,
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
