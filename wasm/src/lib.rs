@@ -1,6 +1,8 @@
 //! vitrine's WebAssembly engine: what runs in the shopper's browser.
 //!
-//! For now it exposes the text encoder's tokenizer, built from the model's
+//! The search engine over a bundle ([`SearchEngine`], [`BundleLoader`] for the
+//! folder layout) is what the storefront's Web Worker runs. The crate also
+//! exposes the text encoder's tokenizer, built from the model's
 //! `tokenizer.json`, and the text encoder ([`QueryEncoder`]) to JavaScript:
 //!
 //! ```js
@@ -10,7 +12,9 @@
 
 use wasm_bindgen::prelude::*;
 
+mod engine;
 mod query_encoder;
+pub use engine::{BundleLoader, SearchEngine};
 pub use query_encoder::QueryEncoder;
 
 /// Longest query, in tokens, that the text encoder sees; longer ones are truncated.
