@@ -34,7 +34,7 @@ const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 pub const HOSTILE_TITLE: &str = "<img src=x onerror=alert(1)>";
 const HOSTILE_ID: &str = "xss-0001";
 /// Enough for "<material> <garment>" searches to find that garment.
-const FINETUNE_STEPS: usize = 20;
+const FINETUNE_STEPS: u64 = 20;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
