@@ -1,0 +1,126 @@
+// vitrine's search engine in a Web Worker: loads the WebAssembly package,
+// fetches the bundle with progress, and answers the page's queries, so that
+// the page's main thread never waits on a query.
+//
+// Messages in:  {type: 'load', bundle: URL}            (single file, or a folder: URL ending in '/' or 'manifest.json')
+//               {type: 'query', id, op, args}          (op: search | refine | completeLook | classify | similar)
+// Messages out: {type: 'progress', loaded, total}      (total is 0 when unknown)
+//               {type: 'ready', categories, productCount, bytes, ms}
+//               {type: 'error', message}               (the bundle could not be loaded)
+//               {type: 'result', id, ok, value | message, ms}
+//               {type: 'csp', directive, blocked}      (a Content-Security-Policy violation in the worker)
+
+import init, { SearchEngine, BundleLoader } from '../pkg/vitrine_wasm.js';
+
+let engine = null;
+
+self.addEventListener('securitypolicyviolation', (e) => {
+  self.postMessage({ type: 'csp', directive: e.violatedDirective, blocked: String(e.blockedURI) });
+});
+
+// Reads a response's body with progress; `onBytes(n)` is called per chunk.
+async function readWithProgress(response, onBytes) {
+  if (!response.body) {
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    onBytes(bytes.length);
+    return bytes;
+  }
+  const length = Number(response.headers.get('Content-Length')) || 0;
+  const reader = response.body.getReader();
+  let buffer = new Uint8Array(length > 0 ? length : 1 << 20);
+  let used = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (used + value.length > buffer.length) {
+      const grown = new Uint8Array(Math.max(buffer.length * 2, used + value.length));
+      grown.set(buffer.subarray(0, used));
+      buffer = grown;
+    }
+    buffer.set(value, used);
+    used += value.length;
+    onBytes(value.length);
+  }
+  return used === buffer.length ? buffer : buffer.slice(0, used);
+}
+
+async function fetchOk(url) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new Error(`cannot fetch ${url}: ${e.message} (offline, and not cached yet?)`);
+  }
+  if (!response.ok) throw new Error(`cannot fetch ${url}: HTTP ${response.status} ${response.statusText}`);
+  return response;
+}
+
+async function load(bundleUrl) {
+  const start = performance.now();
+  await init({ module_or_path: new URL('../pkg/vitrine_wasm_bg.wasm', import.meta.url) });
+  const url = new URL(bundleUrl, self.location.href);
+  let loaded = 0;
+  let total = 0;
+  let lastSent = 0;
+  const progress = (n) => {
+    loaded += n;
+    const now = performance.now();
+    if (now - lastSent > 50 || loaded === total) {
+      lastSent = now;
+      self.postMessage({ type: 'progress', loaded, total });
+    }
+  };
+  const folder = url.pathname.endsWith('/') || url.pathname.endsWith('/manifest.json');
+  if (folder) {
+    const manifestUrl = url.pathname.endsWith('/') ? new URL('manifest.json', url) : url;
+    const manifest = new Uint8Array(await (await fetchOk(manifestUrl)).arrayBuffer());
+    const loader = new BundleLoader(manifest);
+    total = loader.totalBytes;
+    const files = loader.files;
+    // Parts in parallel; each is checked against the manifest's hash in `finish`.
+    const parts = await Promise.all(files.map(async (file) => readWithProgress(await fetchOk(new URL(file, manifestUrl)), progress)));
+    files.forEach((file, i) => loader.addPart(file, parts[i]));
+    engine = loader.finish();
+  } else {
+    const response = await fetchOk(url);
+    total = Number(response.headers.get('Content-Length')) || 0;
+    const bytes = await readWithProgress(response, progress);
+    total = bytes.length;
+    engine = new SearchEngine(bytes);
+  }
+  self.postMessage({ type: 'progress', loaded: total, total });
+  return { categories: engine.categories, productCount: engine.productCount, bytes: total, ms: performance.now() - start };
+}
+
+const ops = {
+  search: (text, k, category) => engine.search(text, k, category ?? undefined),
+  refine: (productId, text, k) => engine.refine(productId, text, k),
+  completeLook: (productIds, category, k) => engine.completeLook(productIds, category, k),
+  classify: (text) => engine.classify(text),
+  similar: (productId, k) => engine.similar(productId, k),
+};
+
+self.addEventListener('message', async (event) => {
+  const msg = event.data;
+  if (msg.type === 'load') {
+    try {
+      const info = await load(msg.bundle);
+      self.postMessage({ type: 'ready', ...info });
+    } catch (e) {
+      self.postMessage({ type: 'error', message: e instanceof Error ? e.message : String(e) });
+    }
+    return;
+  }
+  if (msg.type === 'query') {
+    const start = performance.now();
+    try {
+      if (!engine) throw new Error('the catalog is not loaded yet');
+      const run = ops[msg.op];
+      if (!run) throw new Error(`unknown operation ${msg.op}`);
+      const value = run(...msg.args);
+      self.postMessage({ type: 'result', id: msg.id, ok: true, value, ms: performance.now() - start });
+    } catch (e) {
+      self.postMessage({ type: 'result', id: msg.id, ok: false, message: e instanceof Error ? e.message : String(e), ms: performance.now() - start });
+    }
+  }
+});

@@ -1,0 +1,69 @@
+// vitrine's service worker: the app shell, the WebAssembly engine, the bundle
+// and product photos go into the Cache API as they are fetched, so that a
+// reload without a network still searches.
+//
+// - Content-addressed files (a bundle folder's parts, `<part>.<sha256 prefix>.<ext>`)
+//   and product photos: cache first (they never change under the same name).
+// - Everything else (page, scripts, wasm, a single-file bundle, manifest.json):
+//   network first, the cached copy when the network fails.
+
+const CACHE = 'vitrine-v1';
+const SHELL = [
+  './',
+  'index.html',
+  'src/vitrine-search.js',
+  'src/vitrine-search.css',
+  'src/store.css',
+  'favicon.svg',
+  'src/worker.js',
+  'pkg/vitrine_wasm.js',
+  'pkg/vitrine_wasm_bg.wasm',
+];
+const IMMUTABLE = /(\.[0-9a-f]{16}\.(safetensors|json|bin|jsonl)|\/images\/.*\.(jpe?g|png|webp))$/;
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(
+    caches
+      .open(CACHE)
+      .then((cache) => cache.addAll(SHELL))
+      .then(() => self.skipWaiting()),
+  );
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil(
+    caches
+      .keys()
+      .then((keys) => Promise.all(keys.filter((k) => k.startsWith('vitrine-') && k !== CACHE).map((k) => caches.delete(k))))
+      .then(() => self.clients.claim()),
+  );
+});
+
+async function networkFirst(request) {
+  const cache = await caches.open(CACHE);
+  try {
+    const response = await fetch(request);
+    if (response.ok && response.status === 200) await cache.put(request, response.clone());
+    return response;
+  } catch (e) {
+    const cached = await cache.match(request, { ignoreSearch: true });
+    if (cached) return cached;
+    throw e;
+  }
+}
+
+async function cacheFirst(request) {
+  const cache = await caches.open(CACHE);
+  const cached = await cache.match(request);
+  if (cached) return cached;
+  const response = await fetch(request);
+  if (response.ok && response.status === 200) await cache.put(request, response.clone());
+  return response;
+}
+
+self.addEventListener('fetch', (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (request.method !== 'GET' || url.origin !== self.location.origin || request.headers.has('range')) return;
+  event.respondWith(IMMUTABLE.test(url.pathname) ? cacheFirst(request) : networkFirst(request));
+});

@@ -1,0 +1,369 @@
+#!/usr/bin/env node
+// vitrine's browser tests: the demo store page in headless Chromium over a
+// fixture bundle (index-builder/examples/fixture_bundle.rs).
+//
+//   node www/tests/run.mjs --fixture target/e2e-bundle [--out target/e2e] [--only NAME]
+//
+// Needs www/pkg (`cargo xtask demo` or `cargo xtask test` builds it). Writes
+// OUT/latency.json (in-page query latency) and OUT/*.png screenshots.
+
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openStore, assert, median } from './harness.mjs';
+
+const WWW = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function parseArgs(argv) {
+  const options = { fixture: 'target/e2e-bundle', out: 'target/e2e', only: null };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    if (flag === '--fixture') options.fixture = argv[++i];
+    else if (flag === '--out') options.out = argv[++i];
+    else if (flag === '--only') options.only = argv[++i];
+    else throw new Error(`unknown flag ${flag} (flags: --fixture DIR --out DIR --only NAME)`);
+  }
+  return options;
+}
+
+const options = parseArgs(process.argv.slice(2));
+const fixtureDir = path.resolve(options.fixture);
+const outDir = path.resolve(options.out);
+const fixture = JSON.parse(await readFile(path.join(fixtureDir, 'fixture.json'), 'utf8'));
+const images = path.join(fixtureDir, 'catalog/images');
+for (const needed of [path.join(WWW, 'pkg/vitrine_wasm_bg.wasm'), path.join(fixtureDir, 'catalog.vitrine'), path.join(fixtureDir, 'bundle/manifest.json')]) {
+  if (!existsSync(needed)) throw new Error(`${needed} is missing (run \`cargo xtask test\`, or build www/pkg and the fixture bundle)`);
+}
+await mkdir(outDir, { recursive: true });
+
+// A search for "<colour> <garment>" (the generated catalog's vocabulary:
+// core/src/synth.rs) shows that garment's category first.
+const QUERIES = [
+  ['black boots', 'Shoes'],
+  ['red dress', 'Full body'],
+  ['grey sweater', 'Upper body'],
+  ['blue skirt', 'Lower body'],
+  ['leather bag', 'Accessories'],
+];
+
+/** Fails unless a page stayed clean: no dialog, no CSP violation, no page error. */
+async function assertClean(store) {
+  const probe = await store.probe();
+  assert(store.seen.dialogs.length === 0, `dialogs fired: ${JSON.stringify(store.seen.dialogs)}`);
+  assert(probe.csp.length === 0, `CSP violations: ${JSON.stringify(probe.csp)}`);
+  assert(store.seen.pageErrors.length === 0, `page errors: ${JSON.stringify(store.seen.pageErrors)}`);
+}
+
+async function withStore(bundle, run) {
+  const store = await openStore({ bundle, images });
+  try {
+    await run(store);
+  } catch (e) {
+    await store.page.screenshot({ path: path.join(outDir, `failure-${Date.now()}.png`) }).catch(() => {});
+    const probe = await store.probe().catch(() => null);
+    e.message += `\n    console: ${JSON.stringify(store.seen.console.slice(-8))}\n    probe: ${JSON.stringify(probe)?.slice(0, 800)}`;
+    throw e;
+  } finally {
+    await store.close();
+  }
+}
+
+const tests = [];
+const test = (name, run) => tests.push({ name, run });
+
+test('search: a garment query shows that category first, with category-intent chips', () =>
+  withStore(fixtureDir, async (store) => {
+    await store.goto();
+    const ready = await store.ready();
+    assert(ready.productCount === fixture.items, `product count ${ready.productCount} ≠ ${fixture.items}`);
+    for (const [query, category] of QUERIES) {
+      await store.type(query);
+      const cards = await store.cards();
+      assert(cards.length > 0, `no results for ${query}`);
+      const top = cards.slice(0, 3).map((c) => c.category);
+      assert(top.every((c) => c === category), `top 3 for "${query}" are ${JSON.stringify(top)}, not all ${category}`);
+      // Category-intent chips: the categories the query asks for, most likely first.
+      // (Which comes first is the bundle's category head's job, too briefly trained in the fixture to check here.)
+      const chips = await store.page.$$eval('vitrine-search .chip', (b) => b.map((x) => x.dataset.category));
+      assert(chips.length > 0 && chips.every((c) => fixture.categories.includes(c)), `intent chips for "${query}": ${JSON.stringify(chips)}`);
+    }
+    // A chip filters the search to its category.
+    const before = (await store.probe()).results.length;
+    await store.page.locator('vitrine-search .chip').last().click();
+    const filtered = await store.waitResults(before, 'search');
+    const chosen = (await store.page.$$eval('vitrine-search .chip.active', (b) => b.map((x) => x.dataset.category)))[0];
+    assert(chosen && filtered.results.every((r) => r.category === chosen), `chip filter ${chosen}: ${JSON.stringify(filtered.results.map((r) => r.category))}`);
+    await store.page.screenshot({ path: path.join(outDir, 'search.png'), fullPage: true });
+    await assertClean(store);
+  }));
+
+test('search: the folder layout loads too (manifest, then each part, hash-checked)', () =>
+  withStore(fixtureDir, async (store) => {
+    await store.goto();
+    await store.ready();
+    const answer = await store.page.evaluate(async () => {
+      const el = document.createElement('vitrine-search');
+      el.id = 'folder';
+      el.setAttribute('bundle', 'bundle/bundle/');
+      document.body.append(el);
+      const ready = await el.ready;
+      const found = await el.search('black boots', { k: 5 });
+      return { ready, found };
+    });
+    assert(answer.ready.productCount === fixture.items, `folder bundle has ${answer.ready.productCount} products`);
+    assert(answer.ready.bytes === fixture.bundle_bytes, `folder bundle read ${answer.ready.bytes} bytes, manifest lists ${fixture.bundle_bytes}`);
+    assert(answer.found.results.length === 5 && answer.found.results[0].category === 'Shoes', JSON.stringify(answer.found.results));
+    await assertClean(store);
+  }));
+
+test('refine ("like this, but…") and complete the look answer with the expected categories', () =>
+  withStore(fixtureDir, async (store) => {
+    await store.goto();
+    await store.ready();
+    await store.type('black boots');
+    const [first] = await store.cards();
+    // Like this, but…
+    let before = (await store.probe()).results.length;
+    await store.page.locator('vitrine-search li.product').first().locator('button.refine').click();
+    await store.page.locator('vitrine-search input.refine-text').fill('in red');
+    await store.page.locator('vitrine-search .refine-form button[type="submit"]').click();
+    const refined = await store.waitResults(before, 'refine', 'in red');
+    let cards = await store.cards();
+    assert(cards.length > 0, 'no refine results');
+    assert(cards.every((c) => c.category === first.category), `refine of a ${first.category} product: ${JSON.stringify(cards.map((c) => c.category))}`);
+    assert(!cards.some((c) => c.id === first.id), 'refine returned the product itself');
+    assert(refined.results.length === cards.length, 'event and cards disagree');
+    // Complete the look, in each other category.
+    await store.type('black boots');
+    const lookCategories = fixture.categories.filter((c) => c !== first.category);
+    for (const category of lookCategories) {
+      before = (await store.probe()).results.length;
+      await store.page.locator('vitrine-search li.product').first().locator('button.look').click();
+      await store.page.locator(`vitrine-search button.look-category[data-category="${category}"]`).click();
+      await store.waitResults(before, 'completeLook', category);
+      cards = await store.cards();
+      assert(cards.length > 0, `no complete-the-look results for ${category}`);
+      assert(cards.every((c) => c.category === category), `complete the look in ${category}: ${JSON.stringify(cards.map((c) => c.category))}`);
+      await store.type('black boots');
+    }
+    // The API: similar stays in the product's category, classify sums to 1.
+    const api = await store.page.evaluate(async (id) => {
+      const el = document.querySelector('vitrine-search');
+      return { similar: (await el.similar(id, 5)).results, intent: (await el.classify('a red dress')).results };
+    }, first.id);
+    assert(api.similar.length === 5 && api.similar.every((r) => r.category === first.category && r.id !== first.id), JSON.stringify(api.similar));
+    const sum = api.intent.reduce((s, c) => s + c.probability, 0);
+    assert(Math.abs(sum - 1) < 1e-3, `intent probabilities sum to ${sum}`);
+    await store.page.screenshot({ path: path.join(outDir, 'complete-the-look.png'), fullPage: true });
+    await assertClean(store);
+  }));
+
+test('offline: after the service worker cached the shell, the wasm and the bundle, a reload without network still searches', () =>
+  withStore(fixtureDir, async (store) => {
+    const { page, context } = store;
+    await store.goto();
+    await store.ready();
+    await page.evaluate(() => navigator.serviceWorker.ready);
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 15000 });
+    // Now controlled: this load goes through the service worker, which caches the bundle.
+    await page.reload();
+    await store.ready();
+    const cached = await page.evaluate(async () => {
+      const names = await caches.keys();
+      const keys = [];
+      for (const name of names) for (const r of await (await caches.open(name)).keys()) keys.push(new URL(r.url).pathname);
+      return keys;
+    });
+    for (const needed of ['/', '/src/worker.js', '/pkg/vitrine_wasm_bg.wasm', '/bundle/catalog.vitrine']) {
+      assert(cached.includes(needed), `${needed} not cached (cached: ${JSON.stringify(cached)})`);
+    }
+    // Cut the network: offline, and the server gone.
+    await context.setOffline(true);
+    await new Promise((resolve) => store.server.close(resolve));
+    store.server.closeAllConnections?.();
+    await page.reload();
+    await store.ready();
+    await store.type('wool skirt');
+    const cards = await store.cards();
+    assert(cards.length > 0, 'no results offline');
+    const online = await page.evaluate(() => navigator.onLine);
+    assert(online === false, 'the page still thinks it is online');
+    await assertClean(store);
+  }));
+
+test('catalog text is text: a product titled <img src=x onerror=alert(1)> shows as text, no dialog, no img from it', () =>
+  withStore(fixtureDir, async (store) => {
+    const { page } = store;
+    await store.goto();
+    await store.ready();
+    const hostile = fixture.hostile;
+    await store.type(hostile.title);
+    await page.waitForTimeout(300); // time for a would-be onerror handler
+    const card = await page.$$eval(
+      'vitrine-search li.product',
+      (lis, id) => {
+        const li = lis.find((l) => l.dataset.productId === id);
+        if (!li) return null;
+        return {
+          title: li.querySelector('.title').textContent,
+          titleChildren: li.querySelector('.title').children.length,
+          imgs: [...li.querySelectorAll('img')].map((i) => i.getAttribute('src')),
+          alt: li.querySelector('img')?.getAttribute('alt'),
+        };
+      },
+      hostile.id,
+    );
+    assert(card !== null, `the hostile product ${hostile.id} is not among the results for its title`);
+    assert(card.title === hostile.title, `title shown as ${JSON.stringify(card.title)}`);
+    assert(card.titleChildren === 0, 'the title has child elements');
+    assert(card.imgs.length === 1 && card.imgs[0] !== 'x' && card.imgs[0].includes('/images/'), `imgs in the card: ${JSON.stringify(card.imgs)}`);
+    assert(card.alt === hostile.title, 'alt text is not the title');
+    const strayImgs = await page.evaluate(() => {
+      const all = [...document.querySelectorAll('img'), ...document.querySelector('vitrine-search').shadowRoot.querySelectorAll('img')];
+      return all.filter((i) => i.getAttribute('src') === 'x' || i.hasAttribute('onerror')).length;
+    });
+    assert(strayImgs === 0, `${strayImgs} img elements made from catalog text`);
+    assert(store.seen.dialogs.length === 0, `dialogs fired: ${JSON.stringify(store.seen.dialogs)}`);
+    await page.screenshot({ path: path.join(outDir, 'hostile-title.png'), fullPage: true });
+    await assertClean(store);
+  }));
+
+test('a corrupt bundle (flipped bytes) shows a readable error in the widget', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'vitrine-corrupt-'));
+  try {
+    const bytes = await readFile(path.join(fixtureDir, 'catalog.vitrine'));
+    const middle = bytes.length >> 1;
+    for (let i = 0; i < 64; i++) bytes[middle + i] ^= 0xff;
+    await writeFile(path.join(dir, 'catalog.vitrine'), bytes);
+    await withStore(dir, async (store) => {
+      await store.goto();
+      await store.page.waitForFunction(() => window.__probe.errors.length > 0, null, { timeout: 30000 });
+      const shown = await store.page.$eval('vitrine-search .error', (e) => ({ text: e.textContent, hidden: e.hidden }));
+      assert(!shown.hidden, 'the error is hidden');
+      assert(/could not be loaded/.test(shown.text) && /corrupt|sha256|hash/i.test(shown.text), `error shown: ${shown.text}`);
+      const disabled = await store.page.$eval('vitrine-search input[type="search"]', (i) => i.disabled);
+      assert(disabled, 'the search box is enabled without a catalog');
+      console.log(`    shown: ${shown.text}`);
+      await store.page.screenshot({ path: path.join(outDir, 'corrupt-bundle.png') });
+      await assertClean(store);
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the main thread never blocks over 50 ms while a query is typed (longtask observer)', () =>
+  withStore(fixtureDir, async (store) => {
+    const { page } = store;
+    await store.goto();
+    await store.ready();
+    await store.type('warm up');
+    await page.evaluate(() => {
+      window.__longtasks = [];
+      new PerformanceObserver((list) => window.__longtasks.push(...list.getEntries().map((e) => e.duration))).observe({ type: 'longtask' });
+    });
+    for (const query of ['black leather boots with a chunky sole', 'red cotton dress', 'grey wool sweater with a round neckline']) {
+      await store.type(query, { delay: 35 });
+    }
+    await page.waitForTimeout(300);
+    const longtasks = await page.evaluate(() => window.__longtasks);
+    console.log(`    long tasks while typing: ${JSON.stringify(longtasks.map((d) => Math.round(d)))}`);
+    assert(longtasks.every((d) => d <= 50), `main-thread tasks over 50 ms: ${JSON.stringify(longtasks)}`);
+    await assertClean(store);
+  }));
+
+test('the CSP is in force: no violations in the flows, inline script and eval are refused', () =>
+  withStore(fixtureDir, async (store) => {
+    const { page } = store;
+    const response = await page.goto(store.url);
+    const header = response.headers()['content-security-policy'] || '';
+    const rest = header.replace("'wasm-unsafe-eval'", '');
+    assert(header.includes("script-src 'self' 'wasm-unsafe-eval'") && !rest.includes("'unsafe-eval'") && !rest.includes("'unsafe-inline'"), `CSP header: ${header}`);
+    await store.ready();
+    await store.type('black boots');
+    let probe = await store.probe();
+    assert(probe.csp.length === 0, `CSP violations during a search: ${JSON.stringify(probe.csp)}`);
+    // The control: what the policy forbids is refused and reported.
+    const attempt = await page.evaluate(async () => {
+      const s = document.createElement('script');
+      s.textContent = 'window.__inlineRan = true';
+      document.body.append(s);
+      const img = document.createElement('img');
+      img.src = 'https://example.invalid/x.png';
+      document.body.append(img);
+      // Code from strings, run by the page later (devtools' own evaluation is exempt from the CSP).
+      setTimeout('window.__evalRan = true', 0);
+      const div = document.createElement('div');
+      div.setAttribute('onclick', 'window.__handlerRan = true');
+      document.body.append(div);
+      div.click();
+      await new Promise((r) => setTimeout(r, 200));
+      return { inlineRan: window.__inlineRan === true, evalRan: window.__evalRan === true, handlerRan: window.__handlerRan === true };
+    });
+    assert(!attempt.inlineRan, 'an inline script ran');
+    assert(!attempt.evalRan, 'a string given to setTimeout ran (eval allowed)');
+    assert(!attempt.handlerRan, 'an inline event handler ran');
+    probe = await store.probe();
+    const directives = probe.csp.map((v) => v.directive);
+    assert(directives.some((d) => d.startsWith('script-src')), `no script-src violation reported: ${JSON.stringify(probe.csp)}`);
+    assert(directives.some((d) => d.startsWith('img-src')), `no img-src violation reported: ${JSON.stringify(probe.csp)}`);
+    assert(probe.csp.some((v) => v.blocked === 'eval'), `no eval violation reported: ${JSON.stringify(probe.csp)}`);
+    assert(directives.some((d) => d === 'script-src-attr'), `no inline handler violation reported: ${JSON.stringify(probe.csp)}`);
+  }));
+
+test('latency: median of 50 searches in the page (round trip and inside the worker)', () =>
+  withStore(fixtureDir, async (store) => {
+    await store.goto();
+    const ready = await store.ready();
+    const words = ['black', 'white', 'red', 'green', 'beige', 'grey', 'yellow', 'dark blue'];
+    const garments = ['leather boots', 'cotton t-shirt', 'wool sweater', 'denim trousers', 'linen skirt', 'jersey dress', 'canvas bag'];
+    const queries = Array.from({ length: 50 }, (_, i) => `${words[i % words.length]} ${garments[(i * 3) % garments.length]}`);
+    const timings = await store.page.evaluate(async (qs) => {
+      const el = document.querySelector('vitrine-search');
+      await el.search('warm up', { k: 10 });
+      const out = [];
+      for (const q of qs) {
+        const start = performance.now();
+        const { ms } = await el.search(q, { k: 10 });
+        out.push({ roundTrip: performance.now() - start, worker: ms });
+      }
+      return out;
+    }, queries);
+    const result = {
+      queries: timings.length,
+      k: 10,
+      median_round_trip_ms: median(timings.map((t) => t.roundTrip)),
+      median_worker_ms: median(timings.map((t) => t.worker)),
+      p90_round_trip_ms: [...timings.map((t) => t.roundTrip)].sort((a, b) => a - b)[Math.floor(timings.length * 0.9)],
+      bundle_load_ms: ready.ms,
+      bundle_bytes: ready.bytes,
+      products: ready.productCount,
+      browser: await store.page.evaluate(() => navigator.userAgent),
+    };
+    await writeFile(path.join(outDir, 'latency.json'), JSON.stringify(result, null, 2) + '\n');
+    console.log(
+      `    median query latency: ${result.median_round_trip_ms.toFixed(1)} ms round trip, ${result.median_worker_ms.toFixed(1)} ms in the worker ` +
+        `(p90 ${result.p90_round_trip_ms.toFixed(1)} ms; bundle loaded in ${result.bundle_load_ms.toFixed(0)} ms) → ${path.join(outDir, 'latency.json')}`,
+    );
+    assert(result.median_round_trip_ms < 1000, 'a search takes over a second');
+  }));
+
+let failed = 0;
+let n = 0;
+const selected = tests.filter((t) => !options.only || t.name.includes(options.only));
+console.log(`1..${selected.length}`);
+for (const { name, run } of selected) {
+  n++;
+  const start = Date.now();
+  try {
+    await run();
+    console.log(`ok ${n} - ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    failed++;
+    console.log(`not ok ${n} - ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)\n    ${e.stack || e}`);
+  }
+}
+console.log(failed ? `# ${failed} of ${selected.length} browser tests failed` : `# all ${selected.length} browser tests passed`);
+process.exit(failed ? 1 : 0);
