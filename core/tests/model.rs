@@ -251,8 +251,10 @@ fn fusion_gives_the_tgir_query_pooled_output_and_itm_logits() {
 fn int8_weights_load_from_a_quantised_file_or_while_loading() {
     let bytes = checkpoint(true, 4);
     let (int8_bytes, report) = quantize_safetensors(&bytes, "model.safetensors").unwrap();
-    assert_eq!(report.layers.len(), LAYERS * 6);
+    // Six linear layers per transformer layer, and the word embeddings.
+    assert_eq!(report.layers.len(), LAYERS * 6 + 1);
     assert!(report.layers.contains(&"bert.encoder.layer.1.intermediate.dense".to_string()));
+    assert!(report.layers.contains(&"bert.embeddings.word_embeddings".to_string()));
     assert!(report.bytes_after < report.bytes_before);
     let reference = encoder(true, &bytes, F32);
     assert!(!reference.is_int8());

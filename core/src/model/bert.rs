@@ -16,7 +16,7 @@
 use candle_core::{DType, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::quant::{Int8Kernel, Linear};
+use super::quant::{Int8Kernel, Int8Matrix, Linear};
 use super::weights::Weights;
 use super::ModelError;
 
@@ -127,10 +127,15 @@ impl BertConfig {
 }
 
 /// The prefix of the text encoder's names among `names`: the shortest one
-/// before [`WORD_EMBEDDINGS`] (`bert.` in a checkpoint, where `fusion_bert.`
-/// may follow; none in a Hugging Face folder).
+/// before [`WORD_EMBEDDINGS`] or its int8 form (`bert.` in a checkpoint,
+/// where `fusion_bert.` may follow; none in a Hugging Face folder).
 pub fn text_prefix(names: &[String]) -> Option<String> {
-    names.iter().filter_map(|n| n.strip_suffix(WORD_EMBEDDINGS)).min_by_key(|p| (p.len(), *p)).map(str::to_string)
+    let int8 = WORD_EMBEDDINGS.replace(".weight", &format!(".{}", super::quant::INT8_SUFFIX));
+    names
+        .iter()
+        .filter_map(|n| n.strip_suffix(WORD_EMBEDDINGS).or_else(|| n.strip_suffix(int8.as_str())))
+        .min_by_key(|p| (p.len(), *p))
+        .map(str::to_string)
 }
 
 /// What a BERT's layers are loaded as.
@@ -206,8 +211,18 @@ impl BertEmbeddings {
         } else {
             position_embeddings.narrow(0, 0, config.max_visual_positions)?.contiguous()?
         };
+        let words_name = at.name(WORD_EMBEDDINGS);
+        let layer = words_name.strip_suffix(".weight").expect("a weight name");
+        let word_embeddings = match Int8Matrix::read(w, layer, config.vocab_size, h)? {
+            Some(matrix) => Tensor::from_vec(matrix.dequantize(), (config.vocab_size, h), w.device())?,
+            None if at.quantize => {
+                let f32_rows = w.f32(&words_name, &[config.vocab_size, h])?.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(Int8Matrix::quantize(&f32_rows, config.vocab_size, h).dequantize(), (config.vocab_size, h), w.device())?
+            }
+            None => w.f32(&words_name, &[config.vocab_size, h])?,
+        };
         Ok(BertEmbeddings {
-            word_embeddings: w.f32(&at.name(WORD_EMBEDDINGS), &[config.vocab_size, h])?,
+            word_embeddings,
             position_embeddings,
             token_type_embeddings: w.f32(&at.name("embeddings.token_type_embeddings.weight"), &[config.type_vocab_size, h])?,
             visual_position_embeddings,

@@ -8,7 +8,9 @@
 //! layers: the linear layers of the text encoder's transformer layers
 //! (`<bert>encoder.layer.*`: query, key, value, the attention output, the
 //! intermediate and output dense layers), about 10.6 M of MiniLM's 22.7 M
-//! parameters; embeddings, LayerNorms, the pooler and the heads stay f32.
+//! parameters, and the word embeddings (11.7 M; one scale per token's row),
+//! which are dequantised when loaded: int8 there saves download, not compute.
+//! Position embeddings, LayerNorms, the pooler and the heads stay f32.
 //!
 //! Two ways to multiply with int8 weights ([`Int8Kernel`]):
 //! - [`Int8Kernel::PerChannel`]: a kernel of our own. Each activation row is
@@ -109,6 +111,27 @@ impl Int8Matrix {
     }
 
     /// The f32 matrix the int8 values stand for.
+    /// The int8 matrix `name.weight_int8` × `name.weight_scale` of `rows × cols`
+    /// when the file stores one (`None` when it stores `name.weight` instead).
+    pub fn read(weights: &Weights, name: &str, rows: usize, cols: usize) -> Result<Option<Self>, ModelError> {
+        let int8_name = format!("{name}.{INT8_SUFFIX}");
+        if !weights.contains(&int8_name) {
+            return Ok(None);
+        }
+        let values = weights.int8(&int8_name, &[rows, cols])?;
+        // −128 has no positive twin, and the kernels' i32 sums are only
+        // proven not to overflow for values in −127..=127.
+        if values.contains(&i8::MIN) {
+            return Err(ModelError::InvalidTensor {
+                origin: weights.origin().to_string(),
+                name: int8_name,
+                reason: "holds −128; int8 weights are symmetric, in −127..=127".to_string(),
+            });
+        }
+        let scales = weights.f32(&format!("{name}.{SCALE_SUFFIX}"), &[rows])?.to_vec1::<f32>()?;
+        Ok(Some(Int8Matrix::from_parts(rows, cols, values, scales)))
+    }
+
     pub fn dequantize(&self) -> Vec<f32> {
         let cols = self.cols.max(1);
         self.values.chunks_exact(cols).zip(&self.scales).flat_map(|(q, &s)| q.iter().map(move |&v| f32::from(v) * s)).collect()
@@ -372,22 +395,9 @@ impl Linear {
         quantize: bool,
         kernel: Int8Kernel,
     ) -> Result<Self, ModelError> {
-        let int8_name = format!("{name}.{INT8_SUFFIX}");
-        let stored = if weights.contains(&int8_name) {
-            let values = weights.int8(&int8_name, &[out_dim, in_dim])?;
-            // −128 has no positive twin, and the kernels' i32 sums are only
-            // proven not to overflow for values in −127..=127.
-            if values.contains(&i8::MIN) {
-                return Err(ModelError::InvalidTensor {
-                    origin: weights.origin().to_string(),
-                    name: int8_name,
-                    reason: "holds −128; int8 weights are symmetric, in −127..=127".to_string(),
-                });
-            }
-            let scales = weights.f32(&format!("{name}.{SCALE_SUFFIX}"), &[out_dim])?.to_vec1::<f32>()?;
-            Ok(Int8Matrix::from_parts(out_dim, in_dim, values, scales))
-        } else {
-            Err(weights.f32(&format!("{name}.weight"), &[out_dim, in_dim])?)
+        let stored = match Int8Matrix::read(weights, name, out_dim, in_dim)? {
+            Some(matrix) => Ok(matrix),
+            None => Err(weights.f32(&format!("{name}.weight"), &[out_dim, in_dim])?),
         };
         let bias_name = format!("{name}.bias");
         let bias = if weights.contains(&bias_name) { Some(weights.f32(&bias_name, &[out_dim])?) } else { None };
@@ -492,11 +502,12 @@ pub fn quantize_safetensors(bytes: &[u8], origin: &str) -> Result<(Vec<u8>, Quan
     for name in &names {
         let view: TensorView =
             file.tensor(name).map_err(|e| ModelError::Safetensors { origin: origin.to_string(), reason: e.to_string() })?;
-        if is_text_encoder_linear(name, &prefix) && view.dtype() == Dtype::F32 && view.shape().len() == 2 {
+        let int8 = is_text_encoder_linear(name, &prefix) || *name == format!("{prefix}{}", bert::WORD_EMBEDDINGS);
+        if int8 && view.dtype() == Dtype::F32 && view.shape().len() == 2 {
             let (rows, cols) = (view.shape()[0], view.shape()[1]);
             let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             let matrix = Int8Matrix::quantize(&values, rows, cols);
-            let layer = name.strip_suffix(".weight").expect("a linear weight name ends in .weight");
+            let layer = name.strip_suffix(".weight").expect("a weight name ends in .weight");
             written.push((
                 format!("{layer}.{INT8_SUFFIX}"),
                 Written { dtype: Dtype::I8, shape: vec![rows, cols], data: matrix.values.iter().map(|&v| v as u8).collect() },
