@@ -5,8 +5,11 @@
 //!   (Python venv with libtorch, model files, wasm tools, npm packages, Chromium).
 //!   Every step checks first whether it is already done, so running it again is
 //!   cheap.
-//! - `test`: set-up, then every test of the workspace and the WebAssembly smoke test.
+//! - `test`: set-up, then every test of the workspace, the WebAssembly smoke test,
+//!   and the browser tests (the demo store in headless Chromium over a fixture
+//!   bundle built from a generated catalog).
 //! - `demo`: set-up, then builds the native tools and the browser package.
+//! - `e2e`: set-up, then only the browser tests (what `test` runs last).
 
 mod setup;
 mod util;
@@ -34,10 +37,12 @@ enum Command {
         #[arg(long)]
         gpu: bool,
     },
-    /// Set up, then run all tests: `cargo test --workspace` and the WebAssembly smoke test.
+    /// Set up, then run all tests: `cargo test --workspace`, the WebAssembly smoke test and the browser tests.
     Test,
     /// Set up, then build the native tools (release) and the browser package in www/pkg.
     Demo,
+    /// Set up, then only the browser tests (the wasm build, www/pkg, the fixture bundle, headless Chromium).
+    E2e,
 }
 
 fn main() {
@@ -48,6 +53,7 @@ fn main() {
             Command::Setup { gpu } => setup::setup(&root, gpu).map(|_| ()),
             Command::Test => test(&root),
             Command::Demo => demo(&root),
+            Command::E2e => e2e(&root),
         }
     });
     if let Err(err) = result {
@@ -75,7 +81,7 @@ fn wasm_artifact(root: &Path) -> PathBuf {
 
 fn test(root: &Path) -> Result<()> {
     let tools = setup::setup(root, false)?;
-    let mut steps = Steps::new("test", 4);
+    let mut steps = Steps::new("test", 7);
     // Every part runs even when an earlier one fails; the failures are listed at the end.
     let mut failures = Vec::new();
 
@@ -113,12 +119,74 @@ fn test(root: &Path) -> Result<()> {
         failures.push("WebAssembly smoke test");
     }
 
+    if let Err(e) = browser_tests(root, &tools, &mut steps) {
+        eprintln!("error: {e:#}");
+        failures.push("browser tests");
+    }
+
     println!("cargo test: {summary}");
     if failures.is_empty() {
         println!("all tests passed");
         Ok(())
     } else {
         bail!("tests failed: {}", failures.join(", "))
+    }
+}
+
+/// The browser tests' steps (after the release wasm build): www/pkg, the
+/// fixture bundle (rebuilt when its example changed), then the demo store in
+/// headless Chromium (www/tests/run.mjs).
+fn browser_tests(root: &Path, tools: &setup::Tools, steps: &mut Steps) -> Result<()> {
+    let fixture = target_dir(root).join("e2e-bundle");
+    let e2e_out = target_dir(root).join("e2e");
+    steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || build_www_pkg(root, tools))?;
+    steps.cached_step(
+        "fixture bundle for the browser tests (index-builder/examples/fixture_bundle.rs)",
+        || Ok(fixture_is_fresh(root, &fixture).then(|| fixture.display().to_string())),
+        || {
+            run(cmd(util::cargo())
+                .args(["run", "--release", "-p", "vitrine-index-builder", "--example", "fixture_bundle", "--", "--out"])
+                .arg(&fixture))?;
+            Ok(util::size_note(&fixture.join("catalog.vitrine")))
+        },
+    )?;
+    steps.step("browser tests in headless Chromium (www/tests/run.mjs)", || {
+        run(cmd("node").arg("www/tests/run.mjs").arg("--fixture").arg(&fixture).arg("--out").arg(&e2e_out))?;
+        Ok(format!("query latency in {}", e2e_out.join("latency.json").display()))
+    })
+}
+
+/// Set-up, the release wasm build and the browser tests only.
+fn e2e(root: &Path) -> Result<()> {
+    let tools = setup::setup(root, false)?;
+    let mut steps = Steps::new("e2e", 4);
+    steps.step(&format!("build vitrine-wasm for {WASM_TARGET} (release)"), || {
+        build_wasm()?;
+        Ok(util::size_note(&wasm_artifact(root)))
+    })?;
+    browser_tests(root, &tools, &mut steps)?;
+    println!("browser tests passed");
+    Ok(())
+}
+
+/// The browser package in www/pkg from the release wasm build: wasm-bindgen
+/// `--target web`, then wasm-opt `-O`. Returns the sizes for the step's note.
+fn build_www_pkg(root: &Path, tools: &setup::Tools) -> Result<String> {
+    let pkg = root.join("www/pkg");
+    let wasm_file = pkg.join("vitrine_wasm_bg.wasm");
+    run(cmd(&tools.wasm_bindgen).args(["--target", "web", "--out-dir"]).arg(&pkg).arg(wasm_artifact(root)))?;
+    let before = std::fs::metadata(&wasm_file).with_context(|| format!("{} missing", wasm_file.display()))?.len();
+    run(cmd(&tools.wasm_opt).arg("-O").arg(&wasm_file).arg("-o").arg(&wasm_file))?;
+    let after = std::fs::metadata(&wasm_file)?.len();
+    Ok(format!("{}: {} → {} after wasm-opt", wasm_file.display(), util::bytes(before), util::bytes(after)))
+}
+
+/// Whether the fixture bundle exists and is newer than the example that builds it.
+fn fixture_is_fresh(root: &Path, fixture: &Path) -> bool {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (modified(&fixture.join("fixture.json")), modified(&root.join("index-builder/examples/fixture_bundle.rs"))) {
+        (Some(built), Some(source)) => built > source,
+        _ => false,
     }
 }
 
@@ -139,13 +207,7 @@ fn demo(root: &Path) -> Result<()> {
     })?;
     let pkg = root.join("www/pkg");
     let wasm_file = pkg.join("vitrine_wasm_bg.wasm");
-    steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || {
-        run(cmd(&tools.wasm_bindgen).args(["--target", "web", "--out-dir"]).arg(&pkg).arg(wasm_artifact(root)))?;
-        let before = std::fs::metadata(&wasm_file).with_context(|| format!("{} missing", wasm_file.display()))?.len();
-        run(cmd(&tools.wasm_opt).arg("-O").arg(&wasm_file).arg("-o").arg(&wasm_file))?;
-        let after = std::fs::metadata(&wasm_file)?.len();
-        Ok(format!("{}: {} → {} after wasm-opt", wasm_file.display(), util::bytes(before), util::bytes(after)))
-    })?;
+    steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || build_www_pkg(root, &tools))?;
     steps.step("check the optimised www/pkg in node (wasm/tests/tokenize.mjs)", || {
         run(cmd("node").arg("wasm/tests/tokenize.mjs").arg(&pkg).arg(root.join(setup::MINILM_DIR).join("tokenizer.json")))?;
         Ok(String::new())
@@ -158,7 +220,11 @@ fn demo(root: &Path) -> Result<()> {
             println!("  - {}", util::size_note(&path));
         }
     }
-    println!("  - browser package www/pkg: vitrine_wasm.js + {} (the Tokenizer API)", util::size_note(&wasm_file));
+    println!(
+        "  - browser package www/pkg: vitrine_wasm.js + {} (SearchEngine, BundleLoader, Tokenizer, QueryEncoder)",
+        util::size_note(&wasm_file)
+    );
+    println!("  - demo store: node www/serve.mjs --bundle <index builder output> --images <catalog>/images, then open the printed URL");
     println!("  - models: {} and {}", setup::MINILM_DIR, setup::EFFNET_FILE);
     println!("demo: training, index building and the demo store page are not part of this demo yet");
     Ok(())
