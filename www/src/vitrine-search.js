@@ -6,7 +6,8 @@
 //   bundle   URL of a single-file bundle, or of a bundle folder (ending in '/').
 //   images   base URL that products' relative image paths resolve against (default: the page).
 //   results  how many products a list shows (default 12).
-// Events (on the element): vitrine-ready {categories, productCount, bytes, ms},
+// Events (on the element, bubbling): vitrine-progress {loaded, total} while the bundle loads,
+//   vitrine-ready {categories, productCount, bytes, ms},
 //   vitrine-error {message}, vitrine-results {op, query, results, ms}.
 // Methods (promises): search(text, {k, category}), refine(productId, text, k),
 //   completeLook(productIds, category, k), classify(text), similar(productId, k).
@@ -102,6 +103,7 @@ class VitrineSearch extends HTMLElement {
         }
         const mb = (n) => (n / 1e6).toFixed(1);
         this.status.textContent = msg.total > 0 ? `Loading the catalog… ${mb(msg.loaded)} of ${mb(msg.total)} MB` : `Loading the catalog… ${mb(msg.loaded)} MB`;
+        this.dispatchEvent(new CustomEvent('vitrine-progress', { bubbles: true, detail: { loaded: msg.loaded, total: msg.total } }));
         break;
       }
       case 'ready':

@@ -22,7 +22,7 @@ export const CHROMIUM_ARGS = [
 
 // Runs in every page before its own scripts: records what the tests check.
 function pageProbe() {
-  window.__probe = { csp: [], results: [], errors: [], ready: [] };
+  window.__probe = { csp: [], results: [], errors: [], ready: [], progress: [] };
   document.addEventListener('securitypolicyviolation', (e) => {
     window.__probe.csp.push({ directive: e.violatedDirective, blocked: String(e.blockedURI), sample: e.sample });
   });
@@ -30,6 +30,7 @@ function pageProbe() {
   document.addEventListener('vitrine-results', (e) => window.__probe.results.push(e.detail));
   document.addEventListener('vitrine-error', (e) => window.__probe.errors.push(e.detail.message));
   document.addEventListener('vitrine-ready', (e) => window.__probe.ready.push(e.detail));
+  document.addEventListener('vitrine-progress', (e) => window.__probe.progress.push(e.detail));
 }
 
 /** A store page served with `bundle` (a folder) and `images`, in a fresh Chromium profile. */

@@ -78,6 +78,11 @@ test('search: a garment query shows that category first, with category-intent ch
     await store.goto();
     const ready = await store.ready();
     assert(ready.productCount === fixture.items, `product count ${ready.productCount} ≠ ${fixture.items}`);
+    // The progress bar followed the download (Content-Length) to its end.
+    const { progress } = await store.probe();
+    const last = progress.at(-1);
+    assert(progress.length >= 2 && last.total === ready.bytes && last.loaded === last.total, `progress events: ${JSON.stringify(progress)}`);
+    assert(progress.every((p, i) => i === 0 || p.loaded >= progress[i - 1].loaded), 'progress went backwards');
     for (const [query, category] of QUERIES) {
       await store.type(query);
       const cards = await store.cards();
@@ -165,8 +170,9 @@ test('offline: after the service worker cached the shell, the wasm and the bundl
     const { page, context } = store;
     await store.goto();
     await store.ready();
-    await page.evaluate(() => navigator.serviceWorker.ready);
-    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 15000 });
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 15000 }).catch(() => {
+      throw new Error('no service worker took control of the page within 15 s');
+    });
     // Now controlled: this load goes through the service worker, which caches the bundle.
     await page.reload();
     await store.ready();
