@@ -236,27 +236,33 @@ test('catalog text is text: a product titled <img src=x onerror=alert(1)> shows 
     await assertClean(store);
   }));
 
-test('a corrupt bundle (flipped bytes) shows a readable error in the widget', async () => {
-  const dir = await mkdtemp(path.join(tmpdir(), 'vitrine-corrupt-'));
-  try {
-    const bytes = await readFile(path.join(fixtureDir, 'catalog.vitrine'));
-    const middle = bytes.length >> 1;
-    for (let i = 0; i < 64; i++) bytes[middle + i] ^= 0xff;
-    await writeFile(path.join(dir, 'catalog.vitrine'), bytes);
-    await withStore(dir, async (store) => {
-      await store.goto();
-      await store.page.waitForFunction(() => window.__probe.errors.length > 0, null, { timeout: 30000 });
-      const shown = await store.page.$eval('vitrine-search .error', (e) => ({ text: e.textContent, hidden: e.hidden }));
-      assert(!shown.hidden, 'the error is hidden');
-      assert(/could not be loaded/.test(shown.text) && /corrupt|sha256|hash/i.test(shown.text), `error shown: ${shown.text}`);
-      const disabled = await store.page.$eval('vitrine-search input[type="search"]', (i) => i.disabled);
-      assert(disabled, 'the search box is enabled without a catalog');
-      console.log(`    shown: ${shown.text}`);
-      await store.page.screenshot({ path: path.join(outDir, 'corrupt-bundle.png') });
-      await assertClean(store);
-    });
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+test('a corrupt bundle (flipped bytes; and a truncated one) shows a readable error in the widget', async () => {
+  const original = await readFile(path.join(fixtureDir, 'catalog.vitrine'));
+  const flipped = Buffer.from(original);
+  for (let i = 0; i < 64; i++) flipped[(flipped.length >> 1) + i] ^= 0xff;
+  const truncated = original.subarray(0, original.length >> 1);
+  for (const [what, bytes, expected] of [
+    ['flipped bytes', flipped, /corrupt.*sha256/i],
+    ['truncated', truncated, /truncated/i],
+  ]) {
+    const dir = await mkdtemp(path.join(tmpdir(), 'vitrine-corrupt-'));
+    try {
+      await writeFile(path.join(dir, 'catalog.vitrine'), bytes);
+      await withStore(dir, async (store) => {
+        await store.goto();
+        await store.page.waitForFunction(() => window.__probe.errors.length > 0, null, { timeout: 30000 });
+        const shown = await store.page.$eval('vitrine-search .error', (e) => ({ text: e.textContent, hidden: e.hidden, visible: e.checkVisibility() }));
+        assert(!shown.hidden && shown.visible, `the error (${what}) is not visible`);
+        assert(/could not be loaded/.test(shown.text) && expected.test(shown.text), `error shown for ${what}: ${shown.text}`);
+        const disabled = await store.page.$eval('vitrine-search input[type="search"]', (i) => i.disabled);
+        assert(disabled, 'the search box is enabled without a catalog');
+        console.log(`    ${what}: ${shown.text}`);
+        await store.page.screenshot({ path: path.join(outDir, `corrupt-bundle-${what.replaceAll(' ', '-')}.png`) });
+        await assertClean(store);
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 });
 
