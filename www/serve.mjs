@@ -76,8 +76,15 @@ export function serve({ bundle = null, images = null, port = 0, host = '127.0.0.
       res.writeHead(404, { ...headers, 'Content-Type': 'text/plain' }).end('not found');
       return;
     }
+    // Revalidation (the service worker fetches network-first): an unchanged
+    // file answers 304 and the browser's HTTP cache serves it, not a new download.
+    const etag = `"${stat.size.toString(16)}-${Math.floor(stat.mtimeMs).toString(16)}"`;
+    if (req.headers['if-none-match'] === etag) {
+      res.writeHead(304, { ...headers, ETag: etag }).end();
+      return;
+    }
     const type = TYPES[path.extname(file).toLowerCase()] || 'application/octet-stream';
-    res.writeHead(200, { ...headers, 'Content-Type': type, 'Content-Length': stat.size });
+    res.writeHead(200, { ...headers, 'Content-Type': type, 'Content-Length': stat.size, ETag: etag });
     if (req.method === 'HEAD') res.end();
     else createReadStream(file).pipe(res);
   });

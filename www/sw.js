@@ -43,7 +43,12 @@ async function networkFirst(request) {
   const cache = await caches.open(CACHE);
   try {
     const response = await fetch(request);
-    if (response.ok && response.status === 200) await cache.put(request, response.clone());
+    if (response.ok && response.status === 200) {
+      // An unchanged file (same ETag) is not written again: a bundle is tens of MB.
+      const cached = await cache.match(request, { ignoreSearch: true });
+      const etag = response.headers.get('ETag');
+      if (!cached || !etag || cached.headers.get('ETag') !== etag) await cache.put(request, response.clone());
+    }
     return response;
   } catch (e) {
     const cached = await cache.match(request, { ignoreSearch: true });
