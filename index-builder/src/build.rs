@@ -10,18 +10,23 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use vitrine_core::bundle::{category_ids, BundleContents, Manifest, Product};
 use vitrine_core::catalog::Catalog;
+use vitrine_core::tasks::Labels;
+use vitrine_trainer::finetune::CatalogInputs;
 use vitrine_core::engine::BundleModelConfig;
 use vitrine_core::index::{AnnIndex, BuildParams};
 use vitrine_core::model::quant::quantize_safetensors;
 use vitrine_trainer::finetune::Finetuned;
 
-use crate::distill::{distill, DistillOptions, DistillReport, TeacherRun};
+use crate::distill::{distill, DistillOptions, DistillReport, TeacherRun, TeacherSpace};
+use crate::embed::{embed_shard, merge, EmbedError, Shard};
 
 /// Errors of building a bundle; each names the file or stage.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
     Train(#[from] vitrine_trainer::train_loop::TrainError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
     #[error(transparent)]
     Bundle(#[from] vitrine_core::bundle::BundleError),
     #[error("building the index: {0}")]
@@ -125,6 +130,43 @@ pub struct BuildInputs<'a> {
     pub distill: &'a DistillOptions,
     pub index: &'a BuildParams,
     pub out: &'a Path,
+}
+
+/// Where the teacher's embeddings of the catalog come from.
+pub enum EmbeddingSource<'a> {
+    /// Embed here into this folder (finished chunks of an earlier run are kept).
+    Embed(&'a Path),
+    /// The shards of a finished `vitrine-index embed` run.
+    Shards { folder: &'a Path, count: usize },
+}
+
+/// The teacher: a fine-tuned model and the catalog it embeds.
+pub struct Teacher<'a> {
+    pub finetuned: &'a Finetuned,
+    pub catalog: &'a Catalog,
+    pub labels: &'a Labels,
+    pub inputs: &'a CatalogInputs,
+    pub device: tch::Device,
+}
+
+/// Everything after loading: the embeddings, then [`build`].
+pub fn build_catalog(teacher: &Teacher, source: EmbeddingSource, inputs: &BuildInputs, mut stages: StageTimes) -> Result<BuildReport, BuildError> {
+    let Teacher { finetuned, catalog, labels, inputs: catalog_inputs, device } = *teacher;
+    let embeddings = stages.time("embed", || -> Result<_, BuildError> {
+        let (folder, count) = match source {
+            EmbeddingSource::Embed(folder) => {
+                let summary = embed_shard(finetuned, inputs.checkpoint, catalog, catalog_inputs, Shard::WHOLE, folder, device)?;
+                tracing::info!("embedded {} items ({} chunks reused), {:.1} items/s", summary.items, summary.reused_chunks, summary.items_per_s);
+                (folder, 1)
+            }
+            EmbeddingSource::Shards { folder, count } => (folder, count),
+        };
+        Ok(merge(folder, count, catalog)?)
+    })?;
+    let space = TeacherSpace::new(&embeddings);
+    let (categories, _) = category_ids(&products(catalog, space.items()))?;
+    let run = TeacherRun { finetuned, catalog, labels, inputs: catalog_inputs, space: &space, categories: &categories, device };
+    build(&run, inputs, stages)
 }
 
 /// Builds the bundle (stages after embedding; `stages` already holds the earlier ones).

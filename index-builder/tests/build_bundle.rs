@@ -3,73 +3,39 @@
 //! loads it, the compact space keeps the teacher's retrieval, and the bundle
 //! evaluates with the teacher's protocols.
 
-use std::path::Path;
-
 use tch::Device;
-use vitrine_core::bundle::{category_ids, Bundle, Limits};
-use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions, Split};
+use vitrine_core::bundle::{Bundle, Limits};
+use vitrine_core::catalog::{BadRowPolicy, Split};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
-use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_core::tasks::Labels;
-use vitrine_index_builder::build::{build, bundle_folder, products, single_file, BuildInputs, StageTimes};
-use vitrine_index_builder::distill::{DistillOptions, TeacherRun, TeacherSpace};
-use vitrine_index_builder::embed::{embed_shard, merge, Shard};
+use vitrine_index_builder::build::{build_catalog, bundle_folder, single_file, BuildInputs, EmbeddingSource, StageTimes, Teacher};
+use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::evaluate::evaluate_bundle;
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Start};
-use vitrine_trainer::pretrain::ModelPaths;
-use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+mod common;
 
 #[test]
 fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
-    let models = Path::new(MODELS);
-    assert!(models.join("all-MiniLM-L6-v2/model.safetensors").is_file(), "run `cargo xtask setup` first");
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("generated");
-    generate(&source, &SynthSpec { groups: 24, baskets: 40, ..Default::default() }).unwrap();
-    let catalog = catalog::open(&source, ImportOptions::default()).unwrap();
+    let common::Setup { catalog, paths, recipe, checkpoint } = common::finetuned_on_generated(dir.path(), 24, 40);
     let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
-    let paths = ModelPaths {
-        bert: models.join("all-MiniLM-L6-v2"),
-        image_encoder: models.join("efficientnet-lite0/model.safetensors"),
-        vqvae: None,
-        feature_cache: Some(dir.path().join("cache")),
-    };
-    let mut recipe = Recipe::load("cpu").unwrap();
-    recipe.max_text_tokens = 32;
-    recipe.finetune.steps = 2;
-    recipe.finetune.batch_size = 4;
-    recipe.checkpoint_every = 2;
-    let run = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("finetune"), false).unwrap();
-    let finetuned = load_finetuned(&run.checkpoint, 32, Device::Cpu).unwrap();
+    let finetuned = load_finetuned(&checkpoint, 32, Device::Cpu).unwrap();
     let inputs =
         CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), Device::Cpu).unwrap();
-    let embedded = dir.path().join("embeddings");
-    embed_shard(&finetuned, &run.checkpoint, &catalog, &inputs, Shard::WHOLE, &embedded, Device::Cpu).unwrap();
-    let embeddings = merge(&embedded, 1, &catalog).unwrap();
-    let space = TeacherSpace::new(&embeddings);
-    let (categories, _) = category_ids(&products(&catalog, space.items())).unwrap();
-    let teacher = TeacherRun {
-        finetuned: &finetuned,
-        catalog: &catalog,
-        labels: &labels,
-        inputs: &inputs,
-        space: &space,
-        categories: &categories,
-        device: Device::Cpu,
-    };
+    let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     let options = DistillOptions { dim: 64, steps: 40, batch: 32, ..Default::default() };
     let out = dir.path().join("out");
-    let inputs =
-        BuildInputs { checkpoint: &run.checkpoint, max_query_tokens: 32, distill: &options, index: &BuildParams::default(), out: &out };
-    let report = build(&teacher, &inputs, StageTimes::default()).unwrap();
+    let params = BuildParams::default();
+    let inputs = BuildInputs { checkpoint: &checkpoint, max_query_tokens: 32, distill: &options, index: &params, out: &out };
+    let source = EmbeddingSource::Embed(&dir.path().join("embeddings"));
+    let report = build_catalog(&teacher, source, &inputs, StageTimes::default()).unwrap();
 
-    assert_eq!(report.items, space.items().len());
+    assert_eq!(report.items, catalog.items.iter().filter(|it| !it.images.is_empty()).count());
     assert_eq!(report.dims, 64);
     let stages: Vec<&str> = report.stages.0.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(stages, ["distil", "index", "text encoder", "write"]);
+    assert_eq!(stages, ["embed", "distil", "index", "text encoder", "write"]);
     // Eleven weights tried on val, the chosen one among them with the best score.
     let scores = &report.distill.image_weight_scores;
     assert_eq!(scores.len(), 11);

@@ -5,36 +5,16 @@
 use std::path::Path;
 
 use tch::Device;
-use vitrine_core::catalog::{self, ImportOptions};
-use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
 use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Start};
-use vitrine_trainer::pretrain::ModelPaths;
-use vitrine_trainer::recipe::Recipe;
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+mod common;
 
 #[test]
 fn shards_merge_into_the_whole_and_resume_reuses_chunks() {
-    let models = Path::new(MODELS);
-    assert!(models.join("all-MiniLM-L6-v2/model.safetensors").is_file(), "run `cargo xtask setup` first");
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("generated");
-    generate(&source, &SynthSpec { groups: 16, baskets: 20, ..Default::default() }).unwrap();
-    let catalog = catalog::open(&source, ImportOptions::default()).unwrap();
-    let paths = ModelPaths {
-        bert: models.join("all-MiniLM-L6-v2"),
-        image_encoder: models.join("efficientnet-lite0/model.safetensors"),
-        vqvae: None,
-        feature_cache: Some(dir.path().join("cache")),
-    };
-    let mut recipe = Recipe::load("cpu").unwrap();
-    recipe.max_text_tokens = 32;
-    recipe.finetune.steps = 2;
-    recipe.finetune.batch_size = 4;
-    recipe.checkpoint_every = 2;
-    let run = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("finetune"), false).unwrap();
-    let model = load_finetuned(&run.checkpoint, 32, Device::Cpu).unwrap();
+    let common::Setup { catalog, paths, mut recipe, checkpoint } = common::finetuned_on_generated(dir.path(), 16, 20);
+    let model = load_finetuned(&checkpoint, 32, Device::Cpu).unwrap();
 
     let embed = |shard: Shard, out: &Path| {
         let inputs = CatalogInputs::for_items(
@@ -47,7 +27,7 @@ fn shards_merge_into_the_whole_and_resume_reuses_chunks() {
             Device::Cpu,
         )
         .unwrap();
-        embed_shard(&model, &run.checkpoint, &catalog, &inputs, shard, out, Device::Cpu)
+        embed_shard(&model, &checkpoint, &catalog, &inputs, shard, out, Device::Cpu)
     };
     let whole = dir.path().join("whole");
     let first = embed(Shard::WHOLE, &whole).unwrap();

@@ -12,8 +12,8 @@ use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
 use vitrine_core::tasks::Labels;
-use vitrine_index_builder::build::{build, BuildInputs, StageTimes};
-use vitrine_index_builder::distill::{DistillOptions, TeacherRun, TeacherSpace};
+use vitrine_index_builder::build::{build_catalog, BuildInputs, EmbeddingSource, StageTimes, Teacher};
+use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
 use vitrine_index_builder::evaluate::{comparison_markdown, evaluate_bundle};
 use vitrine_trainer::checkpoint;
@@ -175,39 +175,16 @@ fn run(cli: Cli) -> Result<()> {
                 let inputs = CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &image_weights, &cache, recipe.device())?;
                 Ok((catalog, labels, recipe, dir, finetuned, inputs))
             })?;
-            let device = recipe.device();
-            let embedded = stages.time("embed", || -> Result<_> {
-                let (folder, count) = match &embeddings {
-                    Some(folder) => (folder.clone(), shards),
-                    None => {
-                        let folder = out.join("embeddings");
-                        let summary = embed_shard(&finetuned, &dir, &catalog, &inputs, Shard::WHOLE, &folder, device)?;
-                        println!(
-                            "embedded {} items ({} chunks reused), {:.1} items/s",
-                            summary.items, summary.reused_chunks, summary.items_per_s
-                        );
-                        (folder, 1)
-                    }
-                };
-                Ok(merge(&folder, count, &catalog)?)
-            })?;
-            let space = TeacherSpace::new(&embedded);
-            let products = vitrine_index_builder::build::products(&catalog, space.items());
-            let (categories, _) = vitrine_core::bundle::category_ids(&products)?;
-            let teacher = TeacherRun {
-                finetuned: &finetuned,
-                catalog: &catalog,
-                labels: &labels,
-                inputs: &inputs,
-                space: &space,
-                categories: &categories,
-                device,
+            let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: recipe.device() };
+            let source = match &embeddings {
+                Some(folder) => EmbeddingSource::Shards { folder, count: shards },
+                None => EmbeddingSource::Embed(&out.join("embeddings")),
             };
             let distill = DistillOptions { dim, steps, max_examples, image_weight, seed, ..Default::default() };
             let params = BuildParams::default();
             let build_inputs =
                 BuildInputs { checkpoint: &dir, max_query_tokens: recipe.max_text_tokens, distill: &distill, index: &params, out: &out };
-            let report = build(&teacher, &build_inputs, stages)?;
+            let report = build_catalog(&teacher, source, &build_inputs, stages)?;
             println!("stage times:");
             for (stage, seconds) in &report.stages.0 {
                 println!("  {stage:<14} {seconds:>9.1} s");
