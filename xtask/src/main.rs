@@ -134,19 +134,22 @@ fn test(root: &Path) -> Result<()> {
 }
 
 /// The browser tests' steps (after the release wasm build): www/pkg, the
-/// fixture bundle (rebuilt when its example changed), then the demo store in
+/// fixture bundle (rebuilt when its example binary is newer), then the demo store in
 /// headless Chromium (www/tests/run.mjs).
 fn browser_tests(root: &Path, tools: &setup::Tools, steps: &mut Steps) -> Result<()> {
     let fixture = target_dir(root).join("e2e-bundle");
     let e2e_out = target_dir(root).join("e2e");
     steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || build_www_pkg(root, tools))?;
+    let example = target_dir(root).join("release/examples/fixture_bundle");
     steps.cached_step(
         "fixture bundle for the browser tests (index-builder/examples/fixture_bundle.rs)",
-        || Ok(fixture_is_fresh(root, &fixture).then(|| fixture.display().to_string())),
         || {
-            run(cmd(util::cargo())
-                .args(["run", "--release", "-p", "vitrine-index-builder", "--example", "fixture_bundle", "--", "--out"])
-                .arg(&fixture))?;
+            // Built first (a no-op when current): a bundle older than its builder is rebuilt.
+            run(cmd(util::cargo()).args(["build", "--release", "-p", "vitrine-index-builder", "--example", "fixture_bundle"]))?;
+            Ok(fixture_is_fresh(&fixture, &example).then(|| fixture.display().to_string()))
+        },
+        || {
+            run(cmd(&example).arg("--out").arg(&fixture))?;
             Ok(util::size_note(&fixture.join("catalog.vitrine")))
         },
     )?;
@@ -181,10 +184,10 @@ fn build_www_pkg(root: &Path, tools: &setup::Tools) -> Result<String> {
     Ok(format!("{}: {} → {} after wasm-opt", wasm_file.display(), util::bytes(before), util::bytes(after)))
 }
 
-/// Whether the fixture bundle exists and is newer than the example that builds it.
-fn fixture_is_fresh(root: &Path, fixture: &Path) -> bool {
+/// Whether the fixture bundle exists and is newer than the example binary that builds it.
+fn fixture_is_fresh(fixture: &Path, example: &Path) -> bool {
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    match (modified(&fixture.join("fixture.json")), modified(&root.join("index-builder/examples/fixture_bundle.rs"))) {
+    match (modified(&fixture.join("fixture.json")), modified(example)) {
         (Some(built), Some(source)) => built > source,
         _ => false,
     }
