@@ -8,9 +8,11 @@
 //! - `test`: set-up, then every test of the workspace, the WebAssembly smoke test,
 //!   and the browser tests (the demo store in headless Chromium over a fixture
 //!   bundle built from a generated catalog).
-//! - `demo`: set-up, then builds the native tools and the browser package.
+//! - `demo`: the main job (`xtask/src/demo.rs`): set-up, build, train on a
+//!   catalog, build its bundle, serve the demo store.
 //! - `e2e`: set-up, then only the browser tests (what `test` runs last).
 
+mod demo;
 mod setup;
 mod util;
 
@@ -39,8 +41,18 @@ enum Command {
     },
     /// Set up, then run all tests: `cargo test --workspace`, the WebAssembly smoke test and the browser tests.
     Test,
-    /// Set up, then build the native tools (release) and the browser package in www/pkg.
-    Demo,
+    /// The main job: set up, build, train with the cpu recipe on a catalog, build its bundle,
+    /// then serve the demo store on 127.0.0.1 and print its address. Finished stages are reused.
+    Demo {
+        /// Catalog folder (default: ../shared/data/hm when present, else a generated catalog).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Stop after building, without serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
     /// Set up, then only the browser tests (the wasm build, www/pkg, the fixture bundle, headless Chromium).
     E2e,
 }
@@ -52,7 +64,7 @@ fn main() {
         match cli.command {
             Command::Setup { gpu } => setup::setup(&root, gpu).map(|_| ()),
             Command::Test => test(&root),
-            Command::Demo => demo(&root),
+            Command::Demo { catalog, port, no_serve } => main_job(&root, catalog, port, no_serve),
             Command::E2e => e2e(&root),
         }
     });
@@ -197,9 +209,11 @@ fn build_wasm() -> Result<()> {
     run(cmd(util::cargo()).args(["build", "-p", "vitrine-wasm", "--target", WASM_TARGET, "--release"]))
 }
 
-fn demo(root: &Path) -> Result<()> {
+fn main_job(root: &Path, catalog: Option<PathBuf>, port: u16, no_serve: bool) -> Result<()> {
+    let started = std::time::Instant::now();
     let tools = setup::setup(root, false)?;
-    let mut steps = Steps::new("demo", 4);
+    let (catalog, generate) = demo::pick_catalog(root, catalog);
+    let mut steps = Steps::new("demo", 8);
     steps.step("cargo build --workspace --release", || {
         run(cmd(util::cargo()).args(["build", "--workspace", "--release"]))?;
         Ok(String::new())
@@ -208,45 +222,15 @@ fn demo(root: &Path) -> Result<()> {
         build_wasm()?;
         Ok(util::size_note(&wasm_artifact(root)))
     })?;
-    let pkg = root.join("www/pkg");
-    let wasm_file = pkg.join("vitrine_wasm_bg.wasm");
+    let wasm_file = root.join("www/pkg/vitrine_wasm_bg.wasm");
     steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || build_www_pkg(root, &tools))?;
-    steps.step("check the optimised www/pkg in node (wasm/tests/tokenize.mjs)", || {
-        run(cmd("node").arg("wasm/tests/tokenize.mjs").arg(&pkg).arg(root.join(setup::MINILM_DIR).join("tokenizer.json")))?;
-        Ok(String::new())
-    })?;
-
-    println!("demo: built");
-    for bin in workspace_binaries()? {
-        let path = target_dir(root).join("release").join(&bin);
-        if path.is_file() {
-            println!("  - {}", util::size_note(&path));
-        }
+    let build = demo::build_bundle(root, &target_dir(root).join("release"), &catalog, generate, &mut steps)?;
+    println!("demo: ready in {:.0} s", started.elapsed().as_secs_f64());
+    println!("  - bundle: {}", util::size_note(&build.join("catalog.vitrine")));
+    println!("  - browser package: {}", util::size_note(&wasm_file));
+    if no_serve {
+        return Ok(());
     }
-    println!(
-        "  - browser package www/pkg: vitrine_wasm.js + {} (SearchEngine, BundleLoader, Tokenizer, QueryEncoder)",
-        util::size_note(&wasm_file)
-    );
-    println!("  - demo store: node www/serve.mjs --bundle <index builder output> --images <catalog>/images, then open the printed URL");
-    println!("  - models: {} and {}", setup::MINILM_DIR, setup::EFFNET_FILE);
-    println!("demo: training, index building and the demo store page are not part of this demo yet");
-    Ok(())
+    demo::serve(root, &build, &catalog.join("images"), port)
 }
 
-/// Names of the workspace's binaries (xtask aside), from `cargo metadata`.
-fn workspace_binaries() -> Result<Vec<String>> {
-    let json = util::output_checked(cmd(util::cargo()).args(["metadata", "--no-deps", "--format-version", "1"]))?;
-    let meta: serde_json::Value = serde_json::from_str(&json).context("cargo metadata output is not JSON")?;
-    let mut bins = Vec::new();
-    for package in meta["packages"].as_array().into_iter().flatten() {
-        if package["name"] == "xtask" {
-            continue;
-        }
-        for target in package["targets"].as_array().into_iter().flatten() {
-            if target["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")) {
-                bins.extend(target["name"].as_str().map(str::to_string));
-            }
-        }
-    }
-    Ok(bins)
-}
