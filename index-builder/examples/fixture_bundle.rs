@@ -16,15 +16,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tch::Device;
-use vitrine_core::bundle::{category_ids, Bundle, Limits};
+use vitrine_core::bundle::{Bundle, Limits};
 use vitrine_core::catalog::{self, canonical, BadRowPolicy, ImportOptions, Split};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
 use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_core::tasks::Labels;
-use vitrine_index_builder::build::{build, products, single_file, BuildInputs, StageTimes};
-use vitrine_index_builder::distill::{DistillOptions, TeacherRun, TeacherSpace};
-use vitrine_index_builder::embed::{embed_shard, merge, Shard};
+use vitrine_index_builder::build::{build_catalog, single_file, BuildInputs, EmbeddingSource, StageTimes, Teacher};
+use vitrine_index_builder::distill::DistillOptions;
 use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Start};
 use vitrine_trainer::pretrain::ModelPaths;
 use vitrine_trainer::recipe::Recipe;
@@ -86,24 +85,11 @@ fn main() -> Result<()> {
     let run = finetune(&catalog, &recipe, &paths, Start::Towers, &work.join("finetune"), false)?;
     let finetuned = load_finetuned(&run.checkpoint, 32, Device::Cpu)?;
     let inputs = CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &paths.image_encoder, &work.join("cache"), Device::Cpu)?;
-    let embedded = work.join("embeddings");
-    embed_shard(&finetuned, &run.checkpoint, &catalog, &inputs, Shard::WHOLE, &embedded, Device::Cpu)?;
-    let embeddings = merge(&embedded, 1, &catalog)?;
-    let space = TeacherSpace::new(&embeddings);
-    let (categories, _) = category_ids(&products(&catalog, space.items()))?;
-    let teacher = TeacherRun {
-        finetuned: &finetuned,
-        catalog: &catalog,
-        labels: &labels,
-        inputs: &inputs,
-        space: &space,
-        categories: &categories,
-        device: Device::Cpu,
-    };
+    let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     let options = DistillOptions { dim: 64, steps: 300, batch: 32, ..Default::default() };
-    let build_inputs =
-        BuildInputs { checkpoint: &run.checkpoint, max_query_tokens: 32, distill: &options, index: &BuildParams::default(), out: &out };
-    let report = build(&teacher, &build_inputs, StageTimes::default())?;
+    let params = BuildParams::default();
+    let build_inputs = BuildInputs { checkpoint: &run.checkpoint, max_query_tokens: 32, distill: &options, index: &params, out: &out };
+    let report = build_catalog(&teacher, EmbeddingSource::Embed(&work.join("embeddings")), &build_inputs, StageTimes::default())?;
     std::fs::remove_dir_all(&work).ok();
 
     // What the browser will see: the queries the tests make, answered natively.
