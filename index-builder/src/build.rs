@@ -35,6 +35,8 @@ pub enum BuildError {
     Model(#[from] vitrine_core::model::ModelError),
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error("--dim {dim}: the compact space must be 1 to {teacher} wide (the teacher's embedding width)")]
+    Dim { dim: usize, teacher: usize },
 }
 
 fn file_err(path: &Path) -> impl Fn(std::io::Error) -> BuildError + '_ {
@@ -171,6 +173,10 @@ pub fn build_catalog(teacher: &Teacher, source: EmbeddingSource, inputs: &BuildI
 
 /// Builds the bundle (stages after embedding; `stages` already holds the earlier ones).
 pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> Result<BuildReport, BuildError> {
+    let teacher = run.space.dim();
+    if inputs.distill.dim == 0 || inputs.distill.dim > teacher {
+        return Err(BuildError::Dim { dim: inputs.distill.dim, teacher });
+    }
     let bar = indicatif::ProgressBar::new_spinner().with_prefix("building bundle");
     bar.set_style(indicatif::ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed}").expect("valid template"));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));

@@ -106,6 +106,11 @@ impl<'a> TeacherSpace<'a> {
     pub fn items(&self) -> &[usize] {
         &self.embeddings.items
     }
+
+    /// Width of the teacher's embeddings.
+    pub fn dim(&self) -> usize {
+        self.image.size()[1] as usize
+    }
 }
 
 /// One head's train (or val) examples with the teacher's answers.
@@ -369,8 +374,10 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     // Projection: principal directions, then in-batch similarity distillation.
     crate::build::stage(bar, "projection");
     let stacked = Tensor::cat(&[&train_products, &train_texts], 0);
-    let (_, _, v) = stacked.svd(true, true);
-    heads.set_projection(&v.narrow(1, 0, options.dim as i64).tr());
+    // Eigenvectors of the E×E second-moment matrix (ascending eigenvalues), so
+    // a catalog with fewer vectors than `dim` still gives `dim` directions.
+    let (_, eigenvectors) = stacked.tr().matmul(&stacked).linalg_eigh("L");
+    heads.set_projection(&eigenvectors.flip([1]).narrow(1, 0, options.dim as i64).tr());
     let mut losses = Vec::with_capacity(options.steps);
     {
         let mut opt = nn::Adam::default().build(&vs, options.lr)?;
