@@ -131,12 +131,18 @@ fn main() -> Result<()> {
     println!("| index | items | build (s) | recall@10 vs exact (%) | median query (µs) |");
     println!("|---|---|---|---|---|");
     let (r, t) = measure(&bundle.contents.index, &queries)?;
-    println!("| the bundle's index (one vector per article) | {} | (built by `vitrine-index build`) | {r:.2} | {t:.0} |", bundle.contents.index.len());
+    println!(
+        "| the bundle's index (one vector per article) | {} | (built by `vitrine-index build`) | {r:.2} | {t:.0} |",
+        bundle.contents.index.len()
+    );
     let started = Instant::now();
     let index = AnnIndex::build(config.compact.dim, &vectors, vec![0; n * 10], &BuildParams::default())?;
     let build_seconds = started.elapsed().as_secs_f64();
     let (r, t) = measure(&index, &queries)?;
     println!("| ten views per article | {} | {build_seconds:.1} | {r:.2} | {t:.0} |", index.len());
-    println!("\nViews embedded and projected in {embed_seconds:.1} s; {} queries (article texts); search: ef 100, re-rank 100, one thread.", queries.len());
+    println!(
+        "\nViews embedded and projected in {embed_seconds:.1} s; {} queries (article texts); search: ef 100, re-rank 100, one thread.",
+        queries.len()
+    );
     Ok(())
 }

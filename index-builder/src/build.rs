@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use vitrine_core::bundle::{category_ids, BundleContents, Manifest, Product};
 use vitrine_core::catalog::Catalog;
-use vitrine_core::tasks::Labels;
-use vitrine_trainer::finetune::CatalogInputs;
 use vitrine_core::engine::BundleModelConfig;
 use vitrine_core::index::{AnnIndex, BuildParams};
 use vitrine_core::model::quant::quantize_safetensors;
+use vitrine_core::tasks::Labels;
+use vitrine_trainer::finetune::CatalogInputs;
 use vitrine_trainer::finetune::Finetuned;
 
 use crate::distill::{distill, DistillOptions, DistillReport, TeacherRun, TeacherSpace};
@@ -152,13 +152,23 @@ pub struct Teacher<'a> {
 }
 
 /// Everything after loading: the embeddings, then [`build`].
-pub fn build_catalog(teacher: &Teacher, source: EmbeddingSource, inputs: &BuildInputs, mut stages: StageTimes) -> Result<BuildReport, BuildError> {
+pub fn build_catalog(
+    teacher: &Teacher,
+    source: EmbeddingSource,
+    inputs: &BuildInputs,
+    mut stages: StageTimes,
+) -> Result<BuildReport, BuildError> {
     let Teacher { finetuned, catalog, labels, inputs: catalog_inputs, device } = *teacher;
     let embeddings = stages.time("embed", || -> Result<_, BuildError> {
         let (folder, count) = match source {
             EmbeddingSource::Embed(folder) => {
                 let summary = embed_shard(finetuned, inputs.checkpoint, catalog, catalog_inputs, Shard::WHOLE, folder, device)?;
-                tracing::info!("embedded {} items ({} chunks reused), {:.1} items/s", summary.items, summary.reused_chunks, summary.items_per_s);
+                tracing::info!(
+                    "embedded {} items ({} chunks reused), {:.1} items/s",
+                    summary.items,
+                    summary.reused_chunks,
+                    summary.items_per_s
+                );
                 (folder, 1)
             }
             EmbeddingSource::Shards { folder, count } => (folder, count),

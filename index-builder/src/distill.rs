@@ -423,11 +423,9 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
                 "category" => {
                     let items: Vec<i64> = picks.iter().map(|&p| answers.inputs[p][0]).collect();
                     let text = tch::no_grad(|| heads.project(&run.space.text.index_select(0, &index_of(&items))));
-                    soft_ce(&heads.category.forward(&text), &answers.teacher.index_select(0, &pick_index))
-                        + heads
-                            .category
-                            .forward(&text)
-                            .cross_entropy_for_logits(&index_of(&picks.iter().map(|&p| answers.answers[p]).collect::<Vec<_>>()))
+                    let logits = heads.category.forward(&text);
+                    let labels = index_of(&picks.iter().map(|&p| answers.answers[p]).collect::<Vec<_>>());
+                    soft_ce(&logits, &answers.teacher.index_select(0, &pick_index)) + logits.cross_entropy_for_logits(&labels)
                 }
                 _ => {
                     let query = if task == "tgir" {
