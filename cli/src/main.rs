@@ -13,6 +13,7 @@ use vitrine_core::catalog::{self, canonical, fashioniq, images, BadRowPolicy, Ca
 use vitrine_core::summary::CatalogSummary;
 use vitrine_core::synth::{self, SynthSpec};
 
+mod publish;
 mod query;
 
 #[derive(Parser)]
@@ -29,6 +30,10 @@ enum Command {
     Catalog(CatalogCommand),
     /// Ranks a catalog's items for a text query by text-embedding similarity.
     Query(query::QueryArgs),
+    /// Copies a bundle folder into a publish folder and switches its current.json to it.
+    Publish(publish::PublishArgs),
+    /// Points a publish folder's current.json back (or forward) at a kept version.
+    Rollback(publish::RollbackArgs),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +141,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Query(args) => query::run(&args)?,
+        Command::Publish(args) => publish::publish(&args)?,
+        Command::Rollback(args) => publish::rollback(&args)?,
         Command::Catalog(CatalogCommand::Check { dir, rows, no_images, json }) => {
             let options = rows.import_options();
             let mut catalog = catalog::open(&dir, options.clone()).with_context(|| format!("checking catalog {}", dir.display()))?;

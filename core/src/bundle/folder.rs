@@ -46,8 +46,16 @@ impl Bundle {
     /// Reads a bundle folder. Every file's size is checked against the
     /// manifest and the limits before it is read.
     pub fn read_folder(dir: &Path, limits: &Limits) -> Result<Self, BundleError> {
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest_bytes = read_at_most(&manifest_path, limits.max_manifest_bytes, "the manifest")?;
+        Bundle::read_manifest_file(&dir.join(MANIFEST_FILE), limits)
+    }
+
+    /// Reads the bundle that a manifest file lists, its parts in the same
+    /// folder: a bundle folder's `manifest.json`, or one of the content-named
+    /// manifests of a publish folder (vitrine-publish), where several
+    /// versions share one folder of parts.
+    pub fn read_manifest_file(manifest_path: &Path, limits: &Limits) -> Result<Self, BundleError> {
+        let dir = manifest_path.parent().unwrap_or(Path::new("."));
+        let manifest_bytes = read_at_most(manifest_path, limits.max_manifest_bytes, "the manifest")?;
         let manifest = Manifest::parse(&manifest_bytes, limits)?;
         let mut parts = HashMap::new();
         for entry in &manifest.parts {
