@@ -15,6 +15,8 @@
 //! Queries and ids come from users of a storefront: every method checks them
 //! and answers with an [`EngineError`], never a panic.
 
+use std::sync::Mutex;
+
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,10 @@ pub struct Engine {
     index: AnnIndex,
     products: Vec<Product>,
     categories: Vec<String>,
+    /// The last query text and its vector: a search box asks for results and
+    /// for the category intent of the same text, and the text encoder is most
+    /// of a query's time.
+    last_query: Mutex<Option<(String, Vec<f32>)>>,
 }
 
 impl Engine {
@@ -111,7 +117,15 @@ impl Engine {
         // Last, so that a config that does not fit the other parts is named
         // as such rather than as a shape of some head's tensor.
         let heads = CompactHeads::from_bytes(compact, &contents.heads, "the bundle's heads part")?;
-        Ok(Engine { config, text_encoder, heads, index: contents.index, products: contents.products, categories: contents.categories })
+        Ok(Engine {
+            config,
+            text_encoder,
+            heads,
+            index: contents.index,
+            products: contents.products,
+            categories: contents.categories,
+            last_query: Mutex::new(None),
+        })
     }
 
     pub fn config(&self) -> &BundleModelConfig {
@@ -140,9 +154,19 @@ impl Engine {
         if text.trim().is_empty() {
             return Err(EngineError::Query("the query is empty".to_string()));
         }
+        // A poisoned lock only means another query panicked; the memo is
+        // replaced whole, so whatever it holds is consistent.
+        let mut last = self.last_query.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((last_text, vector)) = last.as_ref() {
+            if last_text == text {
+                return Ok(vector.clone());
+            }
+        }
         let teacher = self.text_encoder.embed(text)?;
         let teacher = Tensor::from_vec(teacher, (1, self.config.compact.teacher_dim), &Device::Cpu).map_err(ModelError::from)?;
-        first_row(&self.heads.project(&teacher)?)
+        let vector = first_row(&self.heads.project(&teacher)?)?;
+        *last = Some((text.to_string(), vector.clone()));
+        Ok(vector)
     }
 
     /// The `k` items nearest to a query text (of `category`, when given), best first.

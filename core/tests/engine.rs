@@ -219,6 +219,11 @@ fn the_query_vector_is_the_projected_text_embedding() {
     }
     let (a, b) = (engine.embed_query("a black dress").unwrap(), engine.embed_query("red wool boots").unwrap());
     assert!(dot(&a, &b) < 0.999, "two texts, one vector");
+    // The engine remembers the last query's vector: repeating and alternating
+    // texts must still give each text its own vector.
+    for (text, expected) in [("red wool boots", &b), ("red wool boots", &b), ("a black dress", &a), ("red wool boots", &b)] {
+        assert_eq!(&engine.embed_query(text).unwrap(), expected, "{text}");
+    }
 }
 
 #[test]
