@@ -151,7 +151,7 @@ fn test(root: &Path) -> Result<()> {
 fn browser_tests(root: &Path, tools: &setup::Tools, steps: &mut Steps) -> Result<()> {
     let fixture = target_dir(root).join("e2e-bundle");
     let e2e_out = target_dir(root).join("e2e");
-    steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || build_www_pkg(root, tools))?;
+    build_www_pkg(root, tools, steps)?;
     let example = target_dir(root).join("release/examples/fixture_bundle");
     steps.cached_step(
         "fixture bundle for the browser tests (index-builder/examples/fixture_bundle.rs)",
@@ -185,15 +185,36 @@ fn e2e(root: &Path) -> Result<()> {
 }
 
 /// The browser package in www/pkg from the release wasm build: wasm-bindgen
-/// `--target web`, then wasm-opt `-O`. Returns the sizes for the step's note.
-fn build_www_pkg(root: &Path, tools: &setup::Tools) -> Result<String> {
+/// `--target web`, then wasm-opt `-O` (about two minutes on two cores), skipped
+/// when www/pkg was made from a wasm build with the same SHA-256.
+fn build_www_pkg(root: &Path, tools: &setup::Tools, steps: &mut Steps) -> Result<()> {
+    use sha2::{Digest, Sha256};
     let pkg = root.join("www/pkg");
     let wasm_file = pkg.join("vitrine_wasm_bg.wasm");
-    run(cmd(&tools.wasm_bindgen).args(["--target", "web", "--out-dir"]).arg(&pkg).arg(wasm_artifact(root)))?;
-    let before = std::fs::metadata(&wasm_file).with_context(|| format!("{} missing", wasm_file.display()))?.len();
-    run(cmd(&tools.wasm_opt).arg("-O").arg(&wasm_file).arg("-o").arg(&wasm_file))?;
-    let after = std::fs::metadata(&wasm_file)?.len();
-    Ok(format!("{}: {} → {} after wasm-opt", wasm_file.display(), util::bytes(before), util::bytes(after)))
+    let stamp = pkg.join(".built-from");
+    let artifact = wasm_artifact(root);
+    let source_hash = || -> Result<String> {
+        let bytes = std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
+        Ok(format!("{:x}", Sha256::digest(&bytes)))
+    };
+    steps.cached_step(
+        "browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)",
+        || {
+            let current = wasm_file.is_file() && std::fs::read_to_string(&stamp).ok() == Some(source_hash()?);
+            Ok(current.then(|| util::size_note(&wasm_file)))
+        },
+        || {
+            let hash = source_hash()?;
+            // A run stopped half-way leaves no stamp, so the next one rebuilds.
+            let _ = std::fs::remove_file(&stamp);
+            run(cmd(&tools.wasm_bindgen).args(["--target", "web", "--out-dir"]).arg(&pkg).arg(&artifact))?;
+            let before = std::fs::metadata(&wasm_file).with_context(|| format!("{} missing", wasm_file.display()))?.len();
+            run(cmd(&tools.wasm_opt).arg("-O").arg(&wasm_file).arg("-o").arg(&wasm_file))?;
+            let after = std::fs::metadata(&wasm_file)?.len();
+            std::fs::write(&stamp, hash).with_context(|| format!("cannot write {}", stamp.display()))?;
+            Ok(format!("{}: {} → {} after wasm-opt", wasm_file.display(), util::bytes(before), util::bytes(after)))
+        },
+    )
 }
 
 /// Whether the fixture bundle exists and is newer than the example binary that builds it.
@@ -223,7 +244,7 @@ fn main_job(root: &Path, catalog: Option<PathBuf>, port: u16, no_serve: bool) ->
         Ok(util::size_note(&wasm_artifact(root)))
     })?;
     let wasm_file = root.join("www/pkg/vitrine_wasm_bg.wasm");
-    steps.step("browser package www/pkg (wasm-bindgen --target web, wasm-opt -O)", || build_www_pkg(root, &tools))?;
+    build_www_pkg(root, &tools, &mut steps)?;
     let build = demo::build_bundle(root, &target_dir(root).join("release"), &catalog, generate, &mut steps)?;
     println!("demo: ready in {:.0} s", started.elapsed().as_secs_f64());
     println!("  - bundle: {}", util::size_note(&build.join("catalog.vitrine")));
