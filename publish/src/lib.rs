@@ -211,6 +211,8 @@ impl PublishDir {
         self.read_version(&manifest_field)?;
 
         if let Some(ms) = std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+            // The crash tests wait for this line, then kill the publisher.
+            eprintln!("{PAUSE_ENV}: copied and checked version's files; pausing {ms} ms before switching {POINTER_FILE}");
             std::thread::sleep(Duration::from_millis(ms));
         }
         // The history first: current.json must never name a version the history lacks,
