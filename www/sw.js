@@ -2,10 +2,13 @@
 // and product photos go into the Cache API as they are fetched, so that a
 // reload without a network still searches.
 //
-// - Content-addressed files (a bundle folder's parts, `<part>.<sha256 prefix>.<ext>`)
-//   and product photos: cache first (they never change under the same name).
-// - Everything else (page, scripts, wasm, a single-file bundle, manifest.json):
-//   network first, the cached copy when the network fails.
+// - Content-addressed files (a bundle folder's parts, `<part>.<sha256 prefix>.<ext>`,
+//   and a publish folder's manifests, `manifest.<sha256 prefix>.json`) and product
+//   photos: cache first (they never change under the same name).
+// - Everything else (page, scripts, wasm, a single-file bundle, manifest.json, a
+//   publish folder's current.json): network first, the cached copy when the network
+//   fails. So offline, a published store loads the last current.json this browser
+//   saw, and with it the version whose files it cached.
 
 const CACHE = 'vitrine-v1';
 const SHELL = [

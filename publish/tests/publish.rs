@@ -6,9 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{part_file, write_bundle};
+use common::write_bundle;
 use serde_json::json;
-use vitrine_core::bundle::PartName;
+use vitrine_core::bundle::{Manifest, PartName};
 use vitrine_publish::{
     FormatError, History, Pointer, PublishDir, PublishError, VersionRecord, FORMAT_VERSION, HISTORY_FILE, POINTER_FILE, POINTER_FORMAT,
 };
@@ -48,7 +48,12 @@ fn bundle_files(site: &PublishDir) -> Vec<String> {
     names
 }
 
-fn source_manifest(folder: &Path) -> vitrine_core::bundle::Manifest {
+/// The file a bundle folder's manifest gives `part`.
+fn part_file(manifest: &Manifest, part: PartName) -> String {
+    manifest.part(part).unwrap().file.clone()
+}
+
+fn source_manifest(folder: &Path) -> Manifest {
     serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap()
 }
 

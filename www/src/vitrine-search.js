@@ -3,7 +3,8 @@
 // element only sends queries and draws answers, so typing never blocks.
 //
 // Attributes:
-//   bundle   URL of a single-file bundle, or of a bundle folder (ending in '/').
+//   bundle   URL of a single-file bundle, of a bundle folder (ending in '/'), or of a publish
+//            folder's current.json (vitrine publish): the version it points at, new ones at each load.
 //   images   base URL that products' relative image paths resolve against (default: the page).
 //   results  how many products a list shows (default 12).
 // Events (on the element, bubbling): vitrine-progress {loaded, total} while the bundle loads,

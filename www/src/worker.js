@@ -2,7 +2,8 @@
 // fetches the bundle with progress, and answers the page's queries, so that
 // the page's main thread never waits on a query.
 //
-// Messages in:  {type: 'load', bundle: URL}            (single file, or a folder: URL ending in '/' or 'manifest.json')
+// Messages in:  {type: 'load', bundle: URL}            (single file; a folder: URL ending in '/'; a manifest or a
+//                                                        publish folder's pointer: URL ending in '.json')
 //               {type: 'query', id, op, args}          (op: search | refine | completeLook | classify | similar)
 // Messages out: {type: 'progress', loaded, total}      (total is 0 when unknown)
 //               {type: 'ready', categories, productCount, bytes, ms}
@@ -44,15 +45,40 @@ async function readWithProgress(response, onBytes) {
   return used === buffer.length ? buffer : buffer.slice(0, used);
 }
 
-async function fetchOk(url) {
+async function fetchOk(url, init = {}) {
   let response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, init);
   } catch (e) {
     throw new Error(`cannot fetch ${url}: ${e.message} (offline, and not cached yet?)`);
   }
   if (!response.ok) throw new Error(`cannot fetch ${url}: HTTP ${response.status} ${response.statusText}`);
   return response;
+}
+
+// A publish folder's pointer (vitrine-publish's `current.json`): which
+// version's manifest is live. It changes in place, so it is always asked of
+// the network (`no-cache`); what it names is content-addressed.
+const POINTER_FORMAT = 'vitrine-published';
+const POINTER_VERSION = 1;
+
+// The manifest a folder URL ('/'), a manifest URL, or a pointer URL leads to, and its URL (parts are beside it).
+async function fetchManifest(url) {
+  const first = url.pathname.endsWith('/') ? new URL('manifest.json', url) : url;
+  const bytes = new Uint8Array(await (await fetchOk(first, { cache: 'no-cache' })).arrayBuffer());
+  let json = null;
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    // Not JSON: the bundle loader reports the manifest as invalid.
+  }
+  if (json?.format !== POINTER_FORMAT) return { manifestUrl: first, manifest: bytes };
+  if (!(json.format_version <= POINTER_VERSION)) {
+    throw new Error(`${first} is a ${POINTER_FORMAT} pointer of format version ${json.format_version}; this widget reads up to ${POINTER_VERSION}: update the widget`);
+  }
+  if (typeof json.manifest !== 'string') throw new Error(`${first} names no manifest (field "manifest")`);
+  const manifestUrl = new URL(json.manifest, first);
+  return { manifestUrl, manifest: new Uint8Array(await (await fetchOk(manifestUrl)).arrayBuffer()) };
 }
 
 async function load(bundleUrl) {
@@ -70,10 +96,8 @@ async function load(bundleUrl) {
       self.postMessage({ type: 'progress', loaded, total });
     }
   };
-  const folder = url.pathname.endsWith('/') || url.pathname.endsWith('/manifest.json');
-  if (folder) {
-    const manifestUrl = url.pathname.endsWith('/') ? new URL('manifest.json', url) : url;
-    const manifest = new Uint8Array(await (await fetchOk(manifestUrl)).arrayBuffer());
+  if (url.pathname.endsWith('/') || url.pathname.endsWith('.json')) {
+    const { manifestUrl, manifest } = await fetchManifest(url);
     const loader = new BundleLoader(manifest);
     total = loader.totalBytes;
     const files = loader.files;

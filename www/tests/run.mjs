@@ -7,8 +7,10 @@
 // Needs www/pkg (`cargo xtask demo` or `cargo xtask test` builds it). Writes
 // OUT/latency.json (in-page query latency) and OUT/*.png screenshots.
 
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -198,6 +200,90 @@ test('offline: after the service worker cached the shell, the wasm and the bundl
     assert(online === false, 'the page still thinks it is online');
     await assertClean(store);
   }));
+
+// `vitrine publish …` (the command line, built by cargo unless VITRINE_BIN names it).
+function vitrine(...args) {
+  const bin = process.env.VITRINE_BIN;
+  const [command, argv] = bin ? [bin, args] : [process.env.CARGO || 'cargo', ['run', '--quiet', '-p', 'vitrine', '--', ...args]];
+  const run = spawnSync(command, argv, { cwd: path.resolve(WWW, '..'), encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`vitrine ${args.join(' ')} failed (${run.error?.message ?? `status ${run.status}`}): ${run.stderr}${run.stdout}`);
+  return run.stdout;
+}
+
+/** A copy of bundle folder `from` in `to` whose product `id` is renamed: a new version with a product the old one lacks. */
+async function withRenamedProduct(from, to, id, renamed) {
+  await mkdir(to, { recursive: true });
+  const manifest = JSON.parse(await readFile(path.join(from, 'manifest.json'), 'utf8'));
+  for (const part of manifest.parts) {
+    if (part.name !== 'products') {
+      await copyFile(path.join(from, part.file), path.join(to, part.file));
+      continue;
+    }
+    const lines = (await readFile(path.join(from, part.file), 'utf8')).split('\n');
+    const at = lines.findIndex((line) => line && JSON.parse(line).id === id);
+    assert(at >= 0, `product ${id} is not in ${part.file}`);
+    lines[at] = JSON.stringify({ ...JSON.parse(lines[at]), ...renamed });
+    const bytes = Buffer.from(lines.join('\n'));
+    part.sha256 = createHash('sha256').update(bytes).digest('hex');
+    part.bytes = bytes.length;
+    part.file = `products.${part.sha256.slice(0, 16)}.jsonl`;
+    await writeFile(path.join(to, part.file), bytes);
+  }
+  await writeFile(path.join(to, 'manifest.json'), JSON.stringify(manifest, null, 2));
+}
+
+test('publish: the widget follows current.json to a newly published version, and offline keeps the last one it saw', async () => {
+  const site = await mkdtemp(path.join(tmpdir(), 'vitrine-publish-'));
+  try {
+    // Served at /bundle/: the page's own bundle, and a publish folder at /bundle/published/.
+    await symlink(path.join(fixtureDir, 'catalog.vitrine'), path.join(site, 'catalog.vitrine'));
+    const published = path.join(site, 'published');
+    console.log(`    ${vitrine('publish', '--bundle', path.join(fixtureDir, 'bundle'), '--to', published).trim().split('\n')[0]}`);
+    await withStore(site, async (store) => {
+      const { page, context } = store;
+      // A storefront's element pointed at the publish folder's current.json.
+      const search = (query) =>
+        page.evaluate(async (q) => {
+          const el = document.createElement('vitrine-search');
+          el.setAttribute('bundle', 'bundle/published/current.json');
+          document.body.append(el);
+          const ready = await el.ready;
+          const { results } = await el.search(q, { k: 5 });
+          el.remove();
+          return { ready, results: results.map((r) => ({ id: r.id, title: r.title })) };
+        }, query);
+      await store.goto();
+      await store.ready();
+      await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 15000 });
+      const v1 = await search('black boots');
+      assert(v1.ready.productCount === fixture.items && v1.results.length === 5, `version 1: ${JSON.stringify(v1)}`);
+      const [top] = v1.results;
+
+      // Version 2: the top product for "black boots" under a new id and title.
+      const renamed = { id: `v2-${top.id}`, title: 'Published in version 2' };
+      await withRenamedProduct(path.join(fixtureDir, 'bundle'), path.join(site, 'v2'), top.id, renamed);
+      const printed = vitrine('publish', '--bundle', path.join(site, 'v2'), '--to', published);
+      assert(/published version 2 .*it was version 1/.test(printed) && /copied 2 files/.test(printed), `publish printed: ${printed}`);
+      await page.reload();
+      await store.ready();
+      const v2 = await search('black boots');
+      assert(v2.results[0].id === renamed.id && v2.results[0].title === renamed.title, `after publishing version 2: ${JSON.stringify(v2.results)}`);
+      assert(!v2.results.some((r) => r.id === top.id), 'version 1\'s product is still found');
+
+      // Offline: the last pointer this browser saw, and the version it cached with it.
+      await context.setOffline(true);
+      await new Promise((resolve) => store.server.close(resolve));
+      store.server.closeAllConnections?.();
+      await page.reload();
+      await store.ready();
+      const offline = await search('black boots');
+      assert(offline.results[0].id === renamed.id, `offline: ${JSON.stringify(offline.results)}`);
+      await assertClean(store);
+    });
+  } finally {
+    await rm(site, { recursive: true, force: true });
+  }
+});
 
 test('catalog text is text: a product titled <img src=x onerror=alert(1)> shows as text, no dialog, no img from it', () =>
   withStore(fixtureDir, async (store) => {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use vitrine_core::bundle::{category_ids, BundleContents, Manifest, PartName, Product};
+use vitrine_core::bundle::{category_ids, BundleContents, Manifest, Product};
 use vitrine_core::index::synthetic::Clusters;
 use vitrine_core::index::{AnnIndex, BuildParams};
 
@@ -40,9 +40,4 @@ pub fn write_bundle(dir: &Path, items: usize, seed: u64) -> Manifest {
         products,
     };
     contents.write_folder(dir).unwrap()
-}
-
-/// The file a bundle folder's manifest gives `part`.
-pub fn part_file(manifest: &Manifest, part: PartName) -> String {
-    manifest.part(part).unwrap().file.clone()
 }
