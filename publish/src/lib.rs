@@ -161,7 +161,9 @@ impl PublishDir {
         Bundle::read_manifest_file(&path, &Limits::default()).map_err(|source| PublishError::Verify { path, source })
     }
 
-    /// Copies a bundle folder (an index builder's `<out>/bundle/`: manifest.json + parts) in, then switches current.json to it, last; keeps the newest `keep` versions (>= 1) and deletes older versions' manifests and parts no kept version uses.
+    /// Copies a bundle folder (an index builder's `<out>/bundle/`: manifest.json + parts) in,
+    /// then switches current.json to it, last; keeps the newest `keep` versions (>= 1) and
+    /// deletes older versions' manifests and parts no kept version uses.
     pub fn publish(&self, bundle_folder: &Path, details: serde_json::Value, keep: usize) -> Result<Pointer, PublishError> {
         self.publish_report(bundle_folder, details, keep).map(|report| report.pointer)
     }
@@ -212,7 +214,7 @@ impl PublishDir {
 
         if let Some(ms) = std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
             // The crash tests wait for this line, then kill the publisher.
-            eprintln!("{PAUSE_ENV}: copied and checked version's files; pausing {ms} ms before switching {POINTER_FILE}");
+            eprintln!("{PAUSE_ENV}: the new version's files are copied and checked; pausing {ms} ms before switching {POINTER_FILE}");
             std::thread::sleep(Duration::from_millis(ms));
         }
         // The history first: current.json must never name a version the history lacks,
