@@ -370,7 +370,8 @@ pub fn ocir_query(
 
 /// Where a fine-tune starts.
 pub enum Start<'a> {
-    /// A pretraining checkpoint (its downstream heads are initialised fresh).
+    /// A pretraining checkpoint (its downstream heads start fresh), or a
+    /// fine-tuned one (its heads are kept when the catalog's labels are the same).
     Pretrained(&'a Path),
     /// The pretrained text and image towers only: the "no pretraining" row.
     Towers,
@@ -382,6 +383,10 @@ pub struct FinetuneSummary {
     pub seed: u64,
     pub steps: u64,
     pub start: String,
+    /// Whether the start checkpoint's downstream heads were kept (a fine-tuned
+    /// model of a catalog with the same labels).
+    #[serde(default)]
+    pub kept_heads: bool,
     pub examples: BTreeMap<Downstream, usize>,
     pub samples_per_s: f64,
     pub tasks: BTreeMap<Downstream, TaskTrend>,
@@ -417,12 +422,19 @@ pub fn finetune(
         tracing::info!(items = labels.unseen.len(), "val/test items with a label unseen in train are left out of CR/SCR");
     }
 
+    // A fine-tuned checkpoint whose heads know exactly this catalog's labels
+    // keeps its heads (a warm start, e.g. the nightly retrain); otherwise
+    // they start fresh.
+    let mut keeps_heads = false;
     let (tokenizer_path, bert_config, mut model_config, pac) = match &start {
         Start::Pretrained(dir) => {
             let config = checkpoint::read_config(dir)?;
             let bert: BertConfig = config_part(dir, &config, None)?;
             let model: FashionVilConfig = config_part(dir, &config, Some("fashionvil"))?;
             let attributes: Vec<String> = config_part(dir, &config, Some("pac_vocabulary"))?;
+            let labels_of = |key: &str| config.get(key).and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok());
+            keeps_heads = labels_of("categories").as_ref() == Some(&labels.categories)
+                && labels_of("subcategories").as_ref() == Some(&labels.subcategories);
             (dir.join("tokenizer.json"), bert, model, PacVocabulary { attributes })
         }
         Start::Towers => {
@@ -454,8 +466,9 @@ pub fn finetune(
     let model = match &start {
         Start::Pretrained(dir) => {
             let model = FashionVil::new(&vs.root(), &bert_config, model_config.clone(), trained_encoder);
-            let fresh = checkpoint::load_model_except(dir, &vs, &DownstreamHeads::PREFIXES)?;
-            tracing::info!(checkpoint = %dir.display(), new_variables = fresh.len(), "starting from the pretrained model");
+            let fresh_heads: &[&str] = if keeps_heads { &[] } else { &DownstreamHeads::PREFIXES };
+            let fresh = checkpoint::load_model_except(dir, &vs, fresh_heads)?;
+            tracing::info!(checkpoint = %dir.display(), new_variables = fresh.len(), keeps_heads, "starting from a checkpoint");
             model
         }
         Start::Towers => model_from_pretrained_towers(&vs, &bert_config, model_config.clone(), recipe, paths)?,
@@ -482,6 +495,7 @@ pub fn finetune(
             Start::Pretrained(dir) => dir.display().to_string(),
             Start::Towers => "pretrained towers (no pretraining)".into(),
         },
+        kept_heads: keeps_heads,
         examples: counts,
         samples_per_s: outcome.samples_per_s,
         tasks: outcome.tasks,

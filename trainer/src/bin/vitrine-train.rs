@@ -84,8 +84,10 @@ enum Command {
         /// Run folder.
         #[arg(long)]
         run: PathBuf,
-        /// Pretraining run folder or checkpoint to start from; without it the
-        /// model starts from the pretrained text and image towers only.
+        /// Pretraining or fine-tuning run folder or checkpoint to start from (a
+        /// fine-tuned model of a catalog with the same labels keeps its heads:
+        /// a warm start); without it the model starts from the pretrained text
+        /// and image towers only.
         #[arg(long)]
         from: Option<PathBuf>,
         /// Comma-separated tasks (xmr, tgir, cr, ocir), equally weighted; one
