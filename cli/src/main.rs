@@ -13,6 +13,7 @@ use vitrine_core::catalog::{self, canonical, fashioniq, images, BadRowPolicy, Ca
 use vitrine_core::summary::CatalogSummary;
 use vitrine_core::synth::{self, SynthSpec};
 
+mod nightly;
 mod publish;
 mod query;
 
@@ -34,6 +35,9 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Points a publish folder's current.json back (or forward) at a kept version.
     Rollback(publish::RollbackArgs),
+    /// Retrains on the updated catalog, gates the candidate against the
+    /// published model on the val split, builds and publishes its bundle.
+    Nightly(nightly::NightlyArgs),
 }
 
 #[derive(Subcommand)]
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(args) => query::run(&args)?,
         Command::Publish(args) => publish::publish(&args)?,
         Command::Rollback(args) => publish::rollback(&args)?,
+        Command::Nightly(args) => nightly::run(&args)?,
         Command::Catalog(CatalogCommand::Check { dir, rows, no_images, json }) => {
             let options = rows.import_options();
             let mut catalog = catalog::open(&dir, options.clone()).with_context(|| format!("checking catalog {}", dir.display()))?;
