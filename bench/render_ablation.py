@@ -35,3 +35,38 @@ print("|---|---|---|")
 for r in reports:
     f = r["report"]["xmr_full_gallery"]
     print(f"| {r['row']} | " + "/".join(f"{v:.1f}" for v in f["itr"]) + " | " + "/".join(f"{v:.1f}" for v in f["tir"]) + " |")
+
+# Rows run with several seeds: mean, sample standard deviation and range, so
+# that a difference between rows can be set against the seed-to-seed spread.
+by_row = {}
+for r in reports:
+    by_row.setdefault(r["row"], []).append(r)
+if any(len(rs) > 1 for rs in by_row.values()):
+    metrics = [
+        ("ITR R@10", lambda e: e["xmr_random100"]["itr"][2]),
+        ("TIR R@10", lambda e: e["xmr_random100"]["tir"][2]),
+        ("TGIR R@10", lambda e: e["tgir_mean"][0]),
+        ("CR acc", lambda e: e["cr"]["accuracy"]),
+        ("SCR acc", lambda e: e["scr"]["accuracy"]),
+        ("OCIR R@10", lambda e: e["ocir_weighted"][0]),
+        ("meta-sum", lambda e: e["meta_sum"]),
+    ]
+
+    def spread(values):
+        if len(values) == 1:
+            return f"{values[0]:.1f} (one seed)"
+        m = mean(values)
+        sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return f"{m:.1f} ± {sd:.1f} ({min(values):.1f}–{max(values):.1f})"
+
+    print()
+    print("Over seeds: mean ± sample standard deviation (min–max):")
+    print()
+    print("| row | seeds | " + " | ".join(name for name, _ in metrics) + " |")
+    print("|---|---|" + "---|" * len(metrics))
+    for row in order:
+        rs = by_row.get(row)
+        if not rs:
+            continue
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        print(f"| {row} | {seeds} | " + " | ".join(spread([get(r["report"]) for r in rs]) for _, get in metrics) + " |")

@@ -289,9 +289,10 @@ fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit) -> Result<()> {
     let published = match current {
         Some(pointer) => {
             let history = publish.history()?;
-            let record = history.versions.iter().find(|v| v.version == pointer.version).with_context(|| {
-                format!("{}: the current version {} is not in history.json", args.publish.display(), pointer.version)
-            })?;
+            let record =
+                history.versions.iter().find(|v| v.version == pointer.version).with_context(|| {
+                    format!("{}: the current version {} is not in history.json", args.publish.display(), pointer.version)
+                })?;
             let details: PublishedDetails = serde_json::from_value(record.details.clone())
                 .with_context(|| format!("version {} in {} has no model details", pointer.version, args.publish.display()))?;
             audit.published_version = Some(pointer.version);
@@ -393,7 +394,12 @@ fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit) -> Result<()> {
     let kept_model = args.state.join("models").join(run);
     let pointer = stages.run("publishing (bundle files first, current.json last)", || {
         copy_checkpoint(&candidate, &kept_model)?;
-        let details = PublishedDetails { run: run.to_string(), commit: COMMIT.to_string(), checkpoint: kept_model.clone(), metrics: candidate_metrics };
+        let details = PublishedDetails {
+            run: run.to_string(),
+            commit: COMMIT.to_string(),
+            checkpoint: kept_model.clone(),
+            metrics: candidate_metrics,
+        };
         Ok(publish.publish(&build.join("bundle"), serde_json::to_value(&details)?, args.keep)?)
     })?;
     write_atomically(&snapshot_file, &serde_json::to_vec(&current_snapshot)?)?;
@@ -552,7 +558,12 @@ trait Succeeds {
 impl Succeeds for Command {
     fn succeeds(&mut self) -> Result<()> {
         let status = self.status().with_context(|| format!("cannot start {:?}", self.get_program()))?;
-        ensure!(status.success(), "{:?} {} ({status})", self.get_program(), self.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        ensure!(
+            status.success(),
+            "{:?} {} ({status})",
+            self.get_program(),
+            self.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        );
         Ok(())
     }
 }
@@ -603,7 +614,8 @@ mod tests {
     #[test]
     fn catalog_changes_count_added_changed_and_removed_ids() {
         let before: Snapshot = [("a", "1"), ("b", "2"), ("c", "3")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let now: Snapshot = [("a", "1"), ("b", "9"), ("d", "4"), ("e", "5")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let now: Snapshot =
+            [("a", "1"), ("b", "9"), ("d", "4"), ("e", "5")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(changes(Some(&before), &now), CatalogChanges { items: 4, added: 2, changed: 1, removed: 1 });
         assert_eq!(changes(None, &now), CatalogChanges { items: 4, added: 4, changed: 0, removed: 0 });
     }

@@ -52,7 +52,11 @@ fn main() -> anyhow::Result<()> {
         })?;
     }
     let encoder = |quantize| {
-        TextEncoder::from_dir(checkpoint, LoadOptions { quantize_text_encoder: quantize, int8_kernel: Int8Kernel::PerChannel }, recipe.max_text_tokens)
+        TextEncoder::from_dir(
+            checkpoint,
+            LoadOptions { quantize_text_encoder: quantize, int8_kernel: Int8Kernel::PerChannel },
+            recipe.max_text_tokens,
+        )
     };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let f32_texts = encoder(false)?.embed_batch(&refs)?;

@@ -83,7 +83,14 @@ pub fn build_bundle(root: &Path, bin_dir: &Path, catalog: &Path, generate: bool,
         || Ok(build.join("build-report.json").is_file().then(|| crate::util::size_note(&build.join("catalog.vitrine")))),
         || {
             // --max-examples bounds the teacher's passes over the train split on two cores.
-            let extra = [OsStr::new("--checkpoint"), finetune.as_os_str(), OsStr::new("--out"), build.as_os_str(), OsStr::new("--max-examples"), OsStr::new("4000")];
+            let extra = [
+                OsStr::new("--checkpoint"),
+                finetune.as_os_str(),
+                OsStr::new("--out"),
+                build.as_os_str(),
+                OsStr::new("--max-examples"),
+                OsStr::new("4000"),
+            ];
             stage(bin_dir, "vitrine-index", "build", catalog, &cache, &extra)?;
             Ok(crate::util::size_note(&build.join("catalog.vitrine")))
         },

@@ -254,4 +254,3 @@ fn main_job(root: &Path, catalog: Option<PathBuf>, port: u16, no_serve: bool) ->
     }
     demo::serve(root, &build, &catalog.join("images"), port)
 }
-
