@@ -19,6 +19,8 @@ use vitrine_trainer::optim::AdamW;
 use vitrine_trainer::pretrain::optimizer_config;
 use vitrine_trainer::recipe::Recipe;
 
+mod support;
+
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 
 /// The workspace's binaries, built by `cargo test --workspace` beside the test binaries' folder.
@@ -33,23 +35,13 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A recipe small enough for a test: a few steps of everything.
-fn tiny_recipe(path: &Path) {
-    let mut recipe = Recipe::load("cpu").unwrap();
-    recipe.steps = 8;
+/// The shared tiny recipe with a longer fine-tune (the gate needs a model
+/// that beats random weights), written where `--config` can read it.
+fn write_recipe(path: &Path) {
+    let mut recipe = support::tiny_recipe(24);
     recipe.batch_size = 8;
-    recipe.max_text_tokens = 24;
-    recipe.warmup_steps = 1;
-    recipe.decay_steps = vec![];
-    recipe.checkpoint_every = 8;
-    recipe.vqvae.steps = 2;
-    recipe.vqvae.batch_size = 2;
-    recipe.vqvae.channels = Some(vec![8, 8, 16, 16, 16]);
-    recipe.pac.min_df = 2;
     recipe.finetune.steps = 24;
     recipe.finetune.batch_size = 8;
-    recipe.finetune.warmup_steps = 1;
-    recipe.finetune.decay_steps = vec![];
     recipe.finetune.lr = 2e-4;
     std::fs::write(path, toml::to_string(&recipe).unwrap()).unwrap();
 }
@@ -147,7 +139,7 @@ fn two_nightly_cycles_publish_gate_survive_a_kill_and_roll_back() {
     assert!(Path::new(MODELS).join("all-MiniLM-L6-v2/model.safetensors").is_file(), "run `cargo xtask setup` first");
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("tiny.toml");
-    tiny_recipe(&recipe);
+    write_recipe(&recipe);
     let nightly = Loop { dir, recipe };
 
     // Night 1: nothing published; pretraining from the towers.

@@ -1,6 +1,9 @@
 //! What several cross-crate tests need: a trained checkpoint made from a
 //! generated catalog, and real catalog texts.
 
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 use vitrine_core::catalog::{self, Catalog, ImportOptions};
