@@ -30,11 +30,11 @@ for r in reports:
 print()
 print("Full gallery (every test item), R@1/5/10:")
 print()
-print("| row | ITR | TIR |")
-print("|---|---|---|")
+print("| row | seed | ITR | TIR |")
+print("|---|---|---|---|")
 for r in reports:
     f = r["report"]["xmr_full_gallery"]
-    print(f"| {r['row']} | " + "/".join(f"{v:.1f}" for v in f["itr"]) + " | " + "/".join(f"{v:.1f}" for v in f["tir"]) + " |")
+    print(f"| {r['row']} | {r['seed']} | " + "/".join(f"{v:.1f}" for v in f["itr"]) + " | " + "/".join(f"{v:.1f}" for v in f["tir"]) + " |")
 
 # Rows run with several seeds: mean, sample standard deviation and range, so
 # that a difference between rows can be set against the seed-to-seed spread.
