@@ -6,7 +6,7 @@
 //                                                        publish folder's pointer: URL ending in '.json')
 //               {type: 'query', id, op, args}          (op: search | refine | completeLook | classify | similar)
 // Messages out: {type: 'progress', loaded, total}      (total is 0 when unknown)
-//               {type: 'ready', categories, productCount, bytes, ms}
+//               {type: 'ready', categories, productCount, bytes, ms, memoryBytes}  (memoryBytes: the engine's WebAssembly memory)
 //               {type: 'error', message}               (the bundle could not be loaded)
 //               {type: 'result', id, ok, value | message, ms}
 //               {type: 'csp', directive, blocked}      (a Content-Security-Policy violation in the worker)
@@ -83,7 +83,7 @@ async function fetchManifest(url) {
 
 async function load(bundleUrl) {
   const start = performance.now();
-  await init({ module_or_path: new URL('../pkg/vitrine_wasm_bg.wasm', import.meta.url) });
+  const wasm = await init({ module_or_path: new URL('../pkg/vitrine_wasm_bg.wasm', import.meta.url) });
   const url = new URL(bundleUrl, self.location.href);
   let loaded = 0;
   let total = 0;
@@ -113,7 +113,13 @@ async function load(bundleUrl) {
     engine = new SearchEngine(bytes);
   }
   self.postMessage({ type: 'progress', loaded: total, total });
-  return { categories: engine.categories, productCount: engine.productCount, bytes: total, ms: performance.now() - start };
+  return {
+    categories: engine.categories,
+    productCount: engine.productCount,
+    bytes: total,
+    ms: performance.now() - start,
+    memoryBytes: wasm.memory.buffer.byteLength,
+  };
 }
 
 const ops = {

@@ -80,6 +80,8 @@ test('search: a garment query shows that category first, with category-intent ch
     await store.goto();
     const ready = await store.ready();
     assert(ready.productCount === fixture.items, `product count ${ready.productCount} ≠ ${fixture.items}`);
+    // The engine's memory holds at least the bundle it decoded.
+    assert(ready.memoryBytes >= ready.bytes, `WebAssembly memory ${ready.memoryBytes} bytes for a ${ready.bytes}-byte bundle`);
     // The progress bar followed the download (Content-Length) to its end.
     const { progress } = await store.probe();
     const last = progress.at(-1);
@@ -438,6 +440,7 @@ test('latency: median of 50 searches in the page (round trip and inside the work
       bundle_load_ms: ready.ms,
       bundle_bytes: ready.bytes,
       products: ready.productCount,
+      wasm_memory_bytes: ready.memoryBytes,
       browser: await store.page.evaluate(() => navigator.userAgent),
     };
     await writeFile(path.join(outDir, 'latency.json'), JSON.stringify(result, null, 2) + '\n');
