@@ -17,14 +17,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions};
-use vitrine_publish::PublishDir;
+use vitrine_publish::{now_rfc3339, write_file_atomically, PublishDir};
 
 /// The commit this binary was built from (build.rs), for the audit record.
 const COMMIT: &str = env!("VITRINE_COMMIT");
@@ -214,7 +214,7 @@ struct PublishedDetails {
 /// Runs one nightly cycle; the audit record is written whatever happens.
 pub fn run(args: &NightlyArgs) -> Result<()> {
     let started = Instant::now();
-    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let started_at = now_rfc3339();
     // A run id that sorts by time and is safe as a file name.
     let run = started_at.replace([':', '-'], "");
     for folder in ["runs", "models", "audit", "cache"] {
@@ -251,7 +251,7 @@ pub fn run(args: &NightlyArgs) -> Result<()> {
     }
     audit.seconds = started.elapsed().as_secs_f64();
     let record = args.state.join("audit").join(format!("{run}.json"));
-    write_atomically(&record, &serde_json::to_vec_pretty(&audit)?)?;
+    write_file_atomically(&record, &serde_json::to_vec_pretty(&audit)?)?;
     println!("nightly: {} in {:.0} s; audit record {}", audit.decision, audit.seconds, record.display());
     outcome
 }
@@ -402,7 +402,7 @@ fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit) -> Result<()> {
         };
         Ok(publish.publish(&build.join("bundle"), serde_json::to_value(&details)?, args.keep)?)
     })?;
-    write_atomically(&snapshot_file, &serde_json::to_vec(&current_snapshot)?)?;
+    write_file_atomically(&snapshot_file, &serde_json::to_vec(&current_snapshot)?)?;
     prune_models(&publish, &args.state.join("models"))?;
     audit.decision = "published".to_string();
     audit.published = Some(pointer.version);
@@ -474,15 +474,6 @@ fn copy_checkpoint(source: &Path, to: &Path) -> Result<()> {
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(folder).with_context(|| format!("cannot write in {}", folder.display()))?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 /// Numbered stages with their times, so a long run shows where it is.

@@ -32,6 +32,18 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), P
     std::fs::rename(&temp, &path).map_err(io_error(&path))
 }
 
+/// Writes `path` crash-safely on its own (temporary file, rename, folder
+/// fsync): for callers outside a publish, e.g. the nightly audit records.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| PublishError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+    })?;
+    write_atomic(dir, name, bytes)?;
+    sync_dir(dir)
+}
+
 /// Makes the renames in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), PublishError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))

@@ -41,6 +41,7 @@ use vitrine_core::bundle::folder::MANIFEST_FILE;
 use vitrine_core::bundle::{sha256_hex, Bundle, BundleError, Limits, Manifest};
 
 pub use format::{now_rfc3339, FormatError, History, Pointer, VersionRecord, FORMAT_VERSION, HISTORY_FORMAT, POINTER_FORMAT};
+pub use fsio::write_file_atomically;
 use fsio::{check_file, copy_checked, file_sha256, io_error, remove_temp_files, sync_dir, write_atomic};
 use lock::Lock;
 
