@@ -27,7 +27,6 @@ use crate::losses::info_nce;
 use crate::model::bert::BertConfig;
 use crate::model::downstream::DownstreamHeads;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
-use crate::model::image_encoder::ImageEncoder;
 use crate::optim::AdamW;
 use crate::pac::PacVocabulary;
 use crate::pretext::TaskSampler;
@@ -73,8 +72,9 @@ pub const MAX_OUTFIT_ITEMS: usize = 8;
 
 /// Image inputs of every catalog item with a photo.
 enum ItemImages {
-    /// Feature maps `[N, C, 7, 7]` of the frozen image encoder (memory-mapped cache).
-    Features(Tensor),
+    /// Feature maps of the frozen image encoder (the memory-mapped photo
+    /// feature store) and the store row of each catalog row.
+    Features { maps: Tensor, rows: Vec<i64> },
     /// First photo of each item, decoded per batch (the image encoder trains).
     Photos(Vec<PathBuf>),
 }
@@ -125,12 +125,8 @@ impl CatalogInputs {
         let photos = crate::prepare::first_photos(catalog, &items);
         let images = match recipe.image_encoder {
             ImageEncoderMode::Frozen => {
-                let vs = nn::VarStore::new(device);
-                let root = vs.root() / "image_encoder";
-                let encoder = ImageEncoder::pretrained(&vs, &root, recipe.image_backbone, image_weights)
-                    .map_err(|e| TrainError::ImageWeights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
-                let (features, _) = crate::prepare::image_tensors(&photos, Some(&encoder), None, cache, device)?;
-                ItemImages::Features(features.expect("features were asked for"))
+                let features = crate::prepare::frozen_features(&photos, recipe, image_weights, cache, device)?;
+                ItemImages::Features { maps: features.maps, rows: features.rows }
             }
             ImageEncoderMode::Trained => ItemImages::Photos(photos),
         };
@@ -151,9 +147,9 @@ impl CatalogInputs {
         device: Device,
     ) -> Result<Tensor, TrainError> {
         let features = match &self.images {
-            ItemImages::Features(features) => {
-                let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
-                let picked = features.index_select(0, &index).to_kind(Kind::Float);
+            ItemImages::Features { maps, rows: store_rows } => {
+                let index = Tensor::from_slice(&rows.iter().map(|&r| store_rows[r]).collect::<Vec<_>>());
+                let picked = maps.index_select(0, &index).to_kind(Kind::Float);
                 // Augmentation of a cached grid: a horizontal flip.
                 let flip = rng.is_some_and(|rng| rng.gen_bool(0.5));
                 let picked = if flip { picked.flip([3]) } else { picked };

@@ -29,6 +29,7 @@ pub mod ablation;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod feature_store;
 pub mod finetune;
 pub mod image;
 pub mod losses;

@@ -2,7 +2,6 @@
 //! pseudo-attributes mined, image tokenizer codes and (for a frozen image
 //! encoder) feature maps computed once and cached in the run folder.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,12 +9,13 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 use vitrine_core::catalog::{Catalog, Split};
 use vitrine_core::hash::Fnv1a;
 use vitrine_core::text::Tokenizer;
 
 use crate::data::{ImageSource, PretrainSet};
+use crate::feature_store::{photo_features, store_folder, PhotoFeatures};
 use crate::image::ImageTransform;
 use crate::masking::MaskTokens;
 use crate::model::image_encoder::ImageEncoder;
@@ -36,6 +36,8 @@ pub enum PrepareError {
     Weights { path: PathBuf, reason: String },
     #[error("feature cache {path}: {source}")]
     Cache { path: PathBuf, source: tch::TchError },
+    #[error("cannot read the photo {path}: {source}")]
+    Photo { path: PathBuf, source: std::io::Error },
     #[error("the tokenizer has no `{0}` token")]
     MissingToken(&'static str),
 }
@@ -74,93 +76,50 @@ pub fn load_eval_batch(paths: &[PathBuf], transform: &ImageTransform) -> Result<
     Ok(Tensor::stack(&images, 0))
 }
 
-/// Per-example image tensors computed in batches from the eval view of each
-/// photo: feature maps of the frozen encoder (`[N, C, 7, 7]`, f16) and/or
-/// image tokenizer codes (`[N, 49]`). Cached in `cache` under a name that
-/// encodes the photo list, so a resumed or repeated run skips the work.
-///
-/// Feature maps take ~125 KB per photo, so they are streamed to a raw f16 file
-/// while computed and memory-mapped when read: the operating system pages them
-/// in and out, and a large catalog does not have to fit in RAM.
-pub(crate) fn image_tensors(
-    photos: &[PathBuf],
-    encoder: Option<&ImageEncoder>,
-    tokenizer: Option<&VqVae>,
-    cache: &Path,
-    device: Device,
-) -> Result<(Option<Tensor>, Option<Tensor>), PrepareError> {
-    let key = fingerprint(photos, encoder.is_some(), tokenizer.map(|t| t.fingerprint()));
+/// Image tokenizer codes (`[N, 49]`) of the eval view of each photo, computed
+/// in batches and cached in `cache` under a name that encodes the photo list
+/// and the tokenizer, so a resumed or repeated pretraining skips the work.
+fn image_codes(photos: &[PathBuf], tokenizer: &VqVae, cache: &Path, device: Device) -> Result<Tensor, PrepareError> {
+    let key = fingerprint(photos, tokenizer.fingerprint());
     let codes_path = cache.join(format!("codes-{key:016x}.safetensors"));
-    let features_path = cache.join(format!("features-{key:016x}.f16"));
-    let done_path = cache.join(format!("images-{key:016x}.done"));
-    if done_path.is_file() {
-        let features = encoder.map(|_| mapped_features(&features_path, photos.len())).transpose()?;
-        let codes = match tokenizer {
-            Some(_) => Some(read_codes(&codes_path)?),
-            None => None,
-        };
-        return Ok((features, codes));
+    if codes_path.is_file() {
+        return read_codes(&codes_path);
     }
     std::fs::create_dir_all(cache).map_err(cache_io(cache))?;
-    let features_tmp = features_path.with_extension("tmp");
-    let mut features_file = match encoder {
-        Some(_) => Some(std::io::BufWriter::new(std::fs::File::create(&features_tmp).map_err(cache_io(&features_tmp))?)),
-        None => None,
-    };
     let transform = ImageTransform::default();
     let mut codes = Vec::new();
-    let bar = progress(photos.len(), "encoding catalog photos");
+    let bar = progress(photos.len(), "image tokenizer codes");
     for chunk in photos.chunks(32) {
         let images = load_eval_batch(chunk, &transform)?.to_device(device);
-        let features = tch::no_grad(|| encoder.map(|e| e.forward_features(&images, false).to_kind(Kind::Half).to_device(Device::Cpu)));
-        if let (Some(features), Some(file)) = (features, features_file.as_mut()) {
-            let mut bytes = vec![0u8; features.numel() * 2];
-            features.contiguous().copy_data_u8(&mut bytes, features.numel());
-            file.write_all(&bytes).map_err(cache_io(&features_tmp))?;
-        }
-        if let Some(tokenizer) = tokenizer {
-            codes.push(tch::no_grad(|| tokenizer.encode(&images)).to_device(Device::Cpu));
-        }
+        codes.push(tch::no_grad(|| tokenizer.encode(&images)).to_device(Device::Cpu));
         bar.inc(chunk.len() as u64);
-        if bar.is_hidden() && bar.position() % 1024 < 32 {
-            tracing::info!(done = bar.position(), of = photos.len(), "encoding catalog photos");
-        }
     }
     bar.finish_and_clear();
-    if let Some(file) = features_file {
-        file.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).map_err(cache_io(&features_tmp))?;
-        std::fs::rename(&features_tmp, &features_path).map_err(cache_io(&features_path))?;
-    }
-    if !codes.is_empty() {
-        let tmp = codes_path.with_extension("tmp");
-        Tensor::write_safetensors(&[("codes", Tensor::cat(&codes, 0))], &tmp)
-            .map_err(|source| PrepareError::Cache { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &codes_path).map_err(cache_io(&codes_path))?;
-    }
-    // Written last: the cache counts only once every part is in place.
-    std::fs::write(&done_path, b"").map_err(cache_io(&done_path))?;
-    image_tensors(photos, encoder, tokenizer, cache, device)
+    let tmp = codes_path.with_extension("tmp");
+    Tensor::write_safetensors(&[("codes", Tensor::cat(&codes, 0))], &tmp).map_err(|source| PrepareError::Cache { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, &codes_path).map_err(cache_io(&codes_path))?;
+    read_codes(&codes_path)
+}
+
+/// The frozen encoder's feature maps of `photos`, from the photo feature
+/// store in `cache` (only photos it has not seen are encoded).
+pub(crate) fn frozen_features(
+    photos: &[PathBuf],
+    recipe: &Recipe,
+    image_weights: &Path,
+    cache: &Path,
+    device: Device,
+) -> Result<PhotoFeatures, PrepareError> {
+    let vs = nn::VarStore::new(device);
+    let root = vs.root() / "image_encoder";
+    let encoder = ImageEncoder::pretrained(&vs, &root, recipe.image_backbone, image_weights)
+        .map_err(|e| PrepareError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
+    let folder = store_folder(cache, recipe.image_backbone, image_weights)?;
+    photo_features(photos, &encoder, recipe.image_backbone.channels(), &folder, device)
 }
 
 fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
     move |e| PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::Io(e) }
-}
-
-/// The cached feature maps `[N, C, 7, 7]` (f16), memory-mapped.
-fn mapped_features(path: &Path, photos: usize) -> Result<Tensor, PrepareError> {
-    let bytes = std::fs::metadata(path).map_err(cache_io(path))?.len() as usize;
-    let per_photo = bytes / 2 / photos.max(1);
-    if photos == 0 || bytes != photos * per_photo * 2 || per_photo % 49 != 0 {
-        let reason = format!("{bytes} bytes do not hold {photos} feature maps of 7×7 f16 values; delete the file to recompute it");
-        return Err(PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::FileFormat(reason) });
-    }
-    let name = path.to_str().ok_or_else(|| PrepareError::Cache {
-        path: path.to_path_buf(),
-        source: tch::TchError::FileFormat("the cache path is not UTF-8".into()),
-    })?;
-    let flat = Tensor::f_from_file(name, false, Some((bytes / 2) as i64), (Kind::Half, Device::Cpu))
-        .map_err(|source| PrepareError::Cache { path: path.to_path_buf(), source })?;
-    Ok(flat.view([photos as i64, (per_photo / 49) as i64, 7, 7]))
 }
 
 fn read_codes(path: &Path) -> Result<Tensor, PrepareError> {
@@ -173,10 +132,10 @@ fn read_codes(path: &Path) -> Result<Tensor, PrepareError> {
         .ok_or_else(|| cache_err(tch::TchError::FileFormat("no `codes` tensor; delete the file to recompute it".into())))
 }
 
-/// FNV-1a over the photo paths and what is computed from them.
-fn fingerprint(photos: &[PathBuf], features: bool, tokenizer: Option<u64>) -> u64 {
+/// FNV-1a over the photo paths and the tokenizer.
+fn fingerprint(photos: &[PathBuf], tokenizer: u64) -> u64 {
     let hash = photos.iter().fold(Fnv1a::default(), |h, p| h.write(p.as_os_str().as_encoded_bytes()).write(&[0]));
-    hash.write(&[u8::from(features)]).write(&tokenizer.unwrap_or(0).to_le_bytes()).finish()
+    hash.write(&tokenizer.to_le_bytes()).finish()
 }
 
 /// Builds the training set of `recipe` from `catalog`.
@@ -196,17 +155,9 @@ pub fn pretrain_set(
     let encodings = examples.iter().map(|&i| tokenizer.encode(&catalog.items[i].text())).collect::<Result<Vec<_>, _>>()?;
     let vocabulary = PacVocabulary::mine(examples.iter().map(|&i| &catalog.items[i]), &recipe.pac);
     let attributes = examples.iter().map(|&i| vocabulary.attributes_of(&catalog.items[i])).collect();
-    let frozen = recipe.image_encoder == ImageEncoderMode::Frozen;
-    let encoder_vs = nn::VarStore::new(device);
-    let images = if frozen {
-        let root = encoder_vs.root() / "image_encoder";
-        let encoder = ImageEncoder::pretrained(&encoder_vs, &root, recipe.image_backbone, image_weights)
-            .map_err(|e| PrepareError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
-        let catalog_items = items_with_photos(catalog);
-        let (maps, _) = image_tensors(&first_photos(catalog, &catalog_items), Some(&encoder), None, cache, device)?;
-        let row_of: std::collections::HashMap<usize, i64> =
-            catalog_items.iter().enumerate().map(|(row, &item)| (item, row as i64)).collect();
-        ImageSource::Features { maps: maps.expect("features were asked for"), rows: examples.iter().map(|i| row_of[i]).collect() }
+    let images = if recipe.image_encoder == ImageEncoderMode::Frozen {
+        let PhotoFeatures { maps, rows, .. } = frozen_features(&first_photos(catalog, &examples), recipe, image_weights, cache, device)?;
+        ImageSource::Features { maps, rows }
     } else {
         ImageSource::Photos {
             views: examples
@@ -217,7 +168,7 @@ pub fn pretrain_set(
         }
     };
     let codes = match image_tokenizer {
-        Some(tokenizer) => image_tensors(&first_photos(catalog, &examples), None, Some(tokenizer), cache, device)?.1,
+        Some(tokenizer) => Some(image_codes(&first_photos(catalog, &examples), tokenizer, cache, device)?),
         None => None,
     };
     let token = |t: &'static str| tokenizer.token_to_id(t).map(i64::from).ok_or(PrepareError::MissingToken(t));
@@ -231,24 +182,4 @@ pub fn pretrain_set(
         pad_id: token("[PAD]")?,
     };
     Ok((set, vocabulary))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn feature_cache_maps_what_was_written_and_rejects_a_truncated_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("features.f16");
-        let features = Tensor::randn([3, 2, 7, 7], (Kind::Float, Device::Cpu)).to_kind(Kind::Half);
-        let mut bytes = vec![0u8; features.numel() * 2];
-        features.copy_data_u8(&mut bytes, features.numel());
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(mapped_features(&path, 3).unwrap().equal(&features));
-
-        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-        let message = mapped_features(&path, 3).unwrap_err().to_string();
-        assert!(message.contains("features.f16") && message.contains("do not hold 3 feature maps"), "{message}");
-    }
 }

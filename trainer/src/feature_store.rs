@@ -1,0 +1,290 @@
+//! The frozen image encoder's feature maps of every photo it has seen, kept
+//! across runs and keyed by each photo's content.
+//!
+//! A nightly catalog differs from yesterday's by a few items, and with a
+//! frozen encoder a photo's feature map never changes: only photos the store
+//! has not seen (new ones, or files whose bytes changed) go through the
+//! encoder. Layout, one folder per encoder (backbone and weights file):
+//!
+//! ```text
+//! <cache>/photo-features-<encoder>/maps.f16    row i: feature map of photo i, [C, 7, 7] f16, appended
+//!                                  /index.txt   line i: SHA-256 of photo i's file, appended after its row
+//!                                  /.lock       held while a process adds photos
+//! ```
+//!
+//! A row counts once its index line is complete, and rows are written (and
+//! synced) before their lines, so a process killed mid-pass leaves a store
+//! that opens as the rows finished before it; the next run carries on.
+//! Reads memory-map `maps.f16`: the store does not have to fit in RAM.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+use vitrine_core::hash::Fnv1a;
+
+use crate::image::ImageTransform;
+use crate::model::image_encoder::{Backbone, ImageEncoder};
+use crate::prepare::{load_eval_batch, progress, PrepareError};
+
+/// Photos encoded per batch, and per appended (synced) step.
+const CHUNK: usize = 32;
+const MAPS: &str = "maps.f16";
+const INDEX: &str = "index.txt";
+
+/// Feature maps for a list of photos: `maps` holds every row of the store,
+/// `rows[i]` is the row of the i-th photo asked for.
+pub struct PhotoFeatures {
+    /// `[rows in the store, C, 7, 7]`, f16, memory-mapped.
+    pub maps: Tensor,
+    pub rows: Vec<i64>,
+    /// Photos that went through the encoder in this call.
+    pub encoded: usize,
+}
+
+/// The folder of `backbone` with the weights in `weights` (their content,
+/// so that other weights under the same name get their own store).
+pub fn store_folder(cache: &Path, backbone: Backbone, weights: &Path) -> Result<PathBuf, PrepareError> {
+    let bytes = std::fs::read(weights).map_err(io_err(weights))?;
+    let key = Fnv1a::default().write(&bytes).finish();
+    let name = serde_json::to_value(backbone).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    Ok(cache.join(format!("photo-features-{name}-{key:016x}")))
+}
+
+/// Returns the feature maps of `photos`, encoding with `encoder` only those
+/// the store in `folder` has not seen.
+pub fn photo_features(
+    photos: &[PathBuf],
+    encoder: &ImageEncoder,
+    channels: i64,
+    folder: &Path,
+    device: Device,
+) -> Result<PhotoFeatures, PrepareError> {
+    std::fs::create_dir_all(folder).map_err(io_err(folder))?;
+    let digests = photo_digests(photos)?;
+    let lock_path = folder.join(".lock");
+    let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+
+    let row_bytes = channels as u64 * 49 * 2;
+    let index_path = folder.join(INDEX);
+    let mut known = read_index(&index_path)?;
+    let maps_path = folder.join(MAPS);
+    let mut maps = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&maps_path).map_err(io_err(&maps_path))?;
+    let committed = known.len() as u64 * row_bytes;
+    let on_disk = maps.metadata().map_err(io_err(&maps_path))?.len();
+    if on_disk < committed {
+        return Err(corrupt(&maps_path, format!("{on_disk} bytes cannot hold the {} rows its index names", known.len())));
+    }
+    // Rows past the index are from a run killed before it named them.
+    maps.set_len(committed).map_err(io_err(&maps_path))?;
+    maps.seek(SeekFrom::End(0)).map_err(io_err(&maps_path))?;
+
+    let mut missing: Vec<usize> = Vec::new();
+    let mut queued = std::collections::HashSet::new();
+    for (i, digest) in digests.iter().enumerate() {
+        if !known.contains_key(digest) && queued.insert(digest.clone()) {
+            missing.push(i);
+        }
+    }
+    if !missing.is_empty() {
+        let mut index = OpenOptions::new().append(true).open(&index_path).map_err(io_err(&index_path))?;
+        let transform = ImageTransform::default();
+        let bar = progress(missing.len(), "encoding new catalog photos");
+        for chunk in missing.chunks(CHUNK) {
+            let paths: Vec<PathBuf> = chunk.iter().map(|&i| photos[i].clone()).collect();
+            let images = load_eval_batch(&paths, &transform)?.to_device(device);
+            let features = tch::no_grad(|| encoder.forward_features(&images, false)).to_kind(Kind::Half).to_device(Device::Cpu);
+            let mut bytes = vec![0u8; features.numel() * 2];
+            features.contiguous().copy_data_u8(&mut bytes, features.numel());
+            if bytes.len() as u64 != row_bytes * chunk.len() as u64 {
+                return Err(corrupt(folder, format!("the encoder gave {} bytes per photo, the store holds {row_bytes}", bytes.len() / chunk.len())));
+            }
+            maps.write_all(&bytes).and_then(|()| maps.sync_data()).map_err(io_err(&maps_path))?;
+            let mut lines = String::new();
+            for &i in chunk {
+                known.insert(digests[i].clone(), known.len() as i64);
+                lines.push_str(&digests[i]);
+                lines.push('\n');
+            }
+            index.write_all(lines.as_bytes()).and_then(|()| index.sync_data()).map_err(io_err(&index_path))?;
+            bar.inc(chunk.len() as u64);
+            if bar.is_hidden() && bar.position() % 1024 < CHUNK as u64 {
+                tracing::info!(done = bar.position(), of = missing.len(), "encoding new catalog photos");
+            }
+        }
+        bar.finish_and_clear();
+    }
+    drop(lock);
+    tracing::info!(photos = photos.len(), encoded = missing.len(), stored = known.len(), "photo feature store");
+
+    let rows = digests.iter().map(|d| known[d]).collect();
+    let maps = map_rows(&maps_path, known.len(), channels)?;
+    Ok(PhotoFeatures { maps, rows, encoded: missing.len() })
+}
+
+/// SHA-256 of each photo file, in parallel.
+fn photo_digests(photos: &[PathBuf]) -> Result<Vec<String>, PrepareError> {
+    photos
+        .par_iter()
+        .map(|path| {
+            let mut file = File::open(path).map_err(|source| PrepareError::Photo { path: path.clone(), source })?;
+            let mut hasher = Sha256::new();
+            let mut buffer = [0u8; 64 * 1024];
+            loop {
+                let read = file.read(&mut buffer).map_err(|source| PrepareError::Photo { path: path.clone(), source })?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+            }
+            Ok(format!("{:x}", hasher.finalize()))
+        })
+        .collect()
+}
+
+/// The complete lines of `index.txt` (digest → row); a torn last line, left
+/// by a process killed while writing it, is cut off.
+fn read_index(path: &Path) -> Result<HashMap<String, i64>, PrepareError> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            File::create(path).map_err(io_err(path))?;
+            Vec::new()
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    if complete < text.len() {
+        OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(complete as u64)).map_err(io_err(path))?;
+    }
+    let mut known = HashMap::new();
+    for (line, digest) in text[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let digest = std::str::from_utf8(digest)
+            .ok()
+            .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| corrupt(path, format!("line {} is not a SHA-256 digest", line + 1)))?;
+        known.insert(digest.to_string(), line as i64);
+    }
+    Ok(known)
+}
+
+/// The first `rows` rows of `maps.f16` as `[rows, C, 7, 7]`, memory-mapped.
+fn map_rows(path: &Path, rows: usize, channels: i64) -> Result<Tensor, PrepareError> {
+    if rows == 0 {
+        return Ok(Tensor::zeros([0, channels, 7, 7], (Kind::Half, Device::Cpu)));
+    }
+    let name = path.to_str().ok_or_else(|| corrupt(path, "the cache path is not UTF-8".to_string()))?;
+    let values = rows as i64 * channels * 49;
+    let flat = Tensor::f_from_file(name, false, Some(values), (Kind::Half, Device::Cpu))
+        .map_err(|source| PrepareError::Cache { path: path.to_path_buf(), source })?;
+    Ok(flat.view([rows as i64, channels, 7, 7]))
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
+    move |e| PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::Io(e) }
+}
+
+fn corrupt(path: &Path, reason: String) -> PrepareError {
+    PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::FileFormat(format!("{reason}; delete it to recompute")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn;
+
+    /// Writes `count` distinct solid-colour JPEGs and returns their paths.
+    fn photos(dir: &Path, count: usize) -> Vec<PathBuf> {
+        (0..count)
+            .map(|i| {
+                let path = dir.join(format!("photo-{i}.jpg"));
+                let shade = (i * 50 % 256) as u8;
+                image::RgbImage::from_pixel(32, 48, image::Rgb([shade, 255 - shade, 90])).save(&path).unwrap();
+                path
+            })
+            .collect()
+    }
+
+    fn encoder() -> ImageEncoder {
+        let vs = nn::VarStore::new(Device::Cpu);
+        tch::manual_seed(3);
+        ImageEncoder::new(&(vs.root() / "image_encoder"), Backbone::EfficientnetLite0)
+    }
+
+    #[test]
+    fn only_unseen_photos_are_encoded_and_rows_follow_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let encoder = encoder();
+        let channels = Backbone::EfficientnetLite0.channels();
+        let all = photos(dir.path(), 4);
+
+        let first = photo_features(&all[..3], &encoder, channels, &store, Device::Cpu).unwrap();
+        assert_eq!((first.encoded, first.rows.clone()), (3, vec![0, 1, 2]));
+        let expected = tch::no_grad(|| encoder.forward_features(&load_eval_batch(&all, &ImageTransform::default()).unwrap(), false))
+            .to_kind(Kind::Float);
+        let close = |a: &Tensor, b: &Tensor| a.to_kind(Kind::Float).allclose(b, 1e-2, 1e-2, false);
+        assert!(!close(&expected.get(0), &expected.get(3)), "the test photos must differ in features");
+
+        // Tomorrow: photo 1 is gone, photo 3 is new, photo 0 is listed twice.
+        let asked = vec![all[3].clone(), all[0].clone(), all[2].clone(), all[0].clone()];
+        let second = photo_features(&asked, &encoder, channels, &store, Device::Cpu).unwrap();
+        assert_eq!((second.encoded, second.rows.clone()), (1, vec![3, 0, 2, 0]));
+        for (i, &row) in second.rows.iter().enumerate() {
+            let want = [3, 0, 2, 0][i];
+            // Batches of other sizes may round a few values differently.
+            assert!(close(&second.maps.get(row), &expected.get(want)), "photo {i} maps to the wrong row");
+        }
+
+        // A photo rewritten in place is new content: encoded again, new row.
+        std::fs::copy(&all[1], &all[0]).unwrap();
+        let third = photo_features(&all[..1], &encoder, channels, &store, Device::Cpu).unwrap();
+        assert_eq!((third.encoded, third.rows), (0, vec![1]), "photo 0 now has photo 1's bytes, which the store has");
+    }
+
+    #[test]
+    fn rows_written_after_the_last_index_line_are_dropped_and_a_torn_line_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let encoder = encoder();
+        let channels = Backbone::EfficientnetLite0.channels();
+        let all = photos(dir.path(), 3);
+        photo_features(&all[..2], &encoder, channels, &store, Device::Cpu).unwrap();
+
+        // What a kill mid-append leaves: half a row without a line, half a line.
+        let row_bytes = (channels * 49 * 2) as usize;
+        OpenOptions::new().append(true).open(store.join(MAPS)).unwrap().write_all(&vec![7u8; row_bytes / 2]).unwrap();
+        OpenOptions::new().append(true).open(store.join(INDEX)).unwrap().write_all(b"abc").unwrap();
+
+        let again = photo_features(&all, &encoder, channels, &store, Device::Cpu).unwrap();
+        assert_eq!((again.encoded, again.rows), (1, vec![0, 1, 2]));
+        assert_eq!(std::fs::metadata(store.join(MAPS)).unwrap().len(), 3 * row_bytes as u64);
+        assert_eq!(std::fs::read_to_string(store.join(INDEX)).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn a_store_shorter_than_its_index_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let encoder = encoder();
+        let channels = Backbone::EfficientnetLite0.channels();
+        let all = photos(dir.path(), 2);
+        photo_features(&all, &encoder, channels, &store, Device::Cpu).unwrap();
+        OpenOptions::new().write(true).open(store.join(MAPS)).unwrap().set_len(100).unwrap();
+        let message = photo_features(&all, &encoder, channels, &store, Device::Cpu).err().unwrap().to_string();
+        assert!(message.contains("maps.f16") && message.contains("cannot hold the 2 rows"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_photo_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone.jpg");
+        let message = photo_features(&[missing], &encoder(), 1280, &dir.path().join("store"), Device::Cpu).err().unwrap().to_string();
+        assert!(message.contains("gone.jpg"), "{message}");
+    }
+}
