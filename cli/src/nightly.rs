@@ -186,6 +186,14 @@ pub struct Audit {
     pub decision: String,
     pub published: Option<u64>,
     pub error: Option<String>,
+    /// Seconds of each stage run, in order (a failed stage last).
+    pub stages: Vec<StageTime>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StageTime {
+    pub stage: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -244,8 +252,11 @@ pub fn run(args: &NightlyArgs) -> Result<()> {
         decision: "failed".to_string(),
         published: None,
         error: None,
+        stages: Vec::new(),
     };
-    let outcome = cycle(args, &run, &mut audit);
+    let mut stages = Stages::default();
+    let outcome = cycle(args, &run, &mut audit, &mut stages);
+    audit.stages = stages.times;
     if let Err(error) = &outcome {
         audit.error = Some(format!("{error:#}"));
     }
@@ -256,7 +267,7 @@ pub fn run(args: &NightlyArgs) -> Result<()> {
     outcome
 }
 
-fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit) -> Result<()> {
+fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit, stages: &mut Stages) -> Result<()> {
     ensure!(args.keep >= 1, "--keep must be at least 1: the published version is always kept");
     let tools = Tools::beside_this_binary()?;
     let publish = PublishDir::open(&args.publish).with_context(|| format!("opening the publish folder {}", args.publish.display()))?;
@@ -269,7 +280,7 @@ fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit) -> Result<()> {
         (None, true) => 3,
         (None, false) => 1,
     };
-    let mut stages = Stages::new(4 + training_stages + usize::from(current.is_some()));
+    stages.total = 4 + training_stages + usize::from(current.is_some());
 
     let snapshot_file = args.state.join("catalog-snapshot.json");
     let current_snapshot = stages.run("reading the catalog", || snapshot(&args.catalog, args.skip_bad_rows))?;
@@ -477,23 +488,22 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 /// Numbered stages with their times, so a long run shows where it is.
+#[derive(Default)]
 struct Stages {
-    done: usize,
     total: usize,
+    times: Vec<StageTime>,
 }
 
 impl Stages {
-    fn new(total: usize) -> Stages {
-        Stages { done: 0, total }
-    }
-
     fn run<T>(&mut self, title: &str, stage: impl FnOnce() -> Result<T>) -> Result<T> {
-        self.done += 1;
-        let tag = format!("nightly [{}/{}]", self.done, self.total);
+        let tag = format!("nightly [{}/{}]", self.times.len() + 1, self.total);
         println!("{tag} {title} …");
         let started = Instant::now();
-        let value = stage().with_context(|| format!("{title} failed"))?;
-        println!("{tag} {title} … done in {:.1} s", started.elapsed().as_secs_f64());
+        let value = stage();
+        let seconds = started.elapsed().as_secs_f64();
+        self.times.push(StageTime { stage: title.to_string(), seconds });
+        let value = value.with_context(|| format!("{title} failed"))?;
+        println!("{tag} {title} … done in {seconds:.1} s");
         Ok(value)
     }
 }

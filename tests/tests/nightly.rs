@@ -92,6 +92,36 @@ fn run(mut command: Command) -> Output {
     output
 }
 
+/// `(photos, encoded)` of each photo feature store pass in a run's log.
+fn feature_store_passes(output: &Output) -> Vec<(u64, u64)> {
+    let log = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    // The log may be coloured: drop ANSI escapes before reading `key=value`.
+    let plain = strip_ansi(&log);
+    let field = |line: &str, key: &str| -> u64 {
+        let start = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 2;
+        line[start..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    plain.lines().filter(|l| l.contains("photo feature store")).map(|l| (field(l, "photos"), field(l, "encoded"))).collect()
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An escape runs to its final letter, e.g. `ESC[2m`.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 fn ids(bundle: &Bundle) -> Vec<String> {
     bundle.contents.products.iter().map(|p| p.id.clone()).collect()
 }
@@ -170,6 +200,16 @@ fn two_nightly_cycles_publish_gate_survive_a_kill_and_roll_back() {
     assert!(changes["removed"].as_u64().unwrap() >= 2, "{changes}");
     assert_eq!(audits[1]["comparisons"].as_array().unwrap().len(), 6, "the gate compared every task");
     assert_eq!(audits[1]["published_version"], 1);
+    let stages: Vec<&str> = audits[1]["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages.len(), 6, "{stages:?}");
+    assert!(stages[1].starts_with("fine-tuning") && stages[4].starts_with("building the bundle"), "{stages:?}");
+    // Only the added items' photos went through the frozen image encoder;
+    // every later pass of the night found them all in the store.
+    let passes = feature_store_passes(&second);
+    assert!(passes.len() >= 3, "{passes:?}");
+    let (photos, encoded) = passes[0];
+    assert!(encoded >= 4 && encoded < photos / 2, "night 2 encoded {encoded} of {photos} photos");
+    assert!(passes[1..].iter().all(|&(_, encoded)| encoded == 0), "{passes:?}");
     // The warm start kept the published model's heads (same labels).
     let finetune_summary: serde_json::Value = serde_json::from_slice(
         &std::fs::read(Path::new(audits[1]["candidate_checkpoint"].as_str().unwrap()).parent().unwrap().join("summary.json")).unwrap(),
@@ -188,6 +228,8 @@ fn two_nightly_cycles_publish_gate_survive_a_kill_and_roll_back() {
     assert_eq!(nightly.pointer()["version"], 2);
     let audit = nightly.audits().pop().unwrap();
     assert_eq!(audit["decision"], "refused");
+    let last_stage = audit["stages"].as_array().unwrap().last().unwrap()["stage"].as_str().unwrap().to_string();
+    assert!(last_stage.starts_with("evaluating the published"), "a refused night went on to {last_stage}");
     assert!(audit["comparisons"].as_array().unwrap().iter().any(|c| c["regressed"] == true));
 
     // Night 4: killed while publishing (paused between the copied files and

@@ -102,7 +102,10 @@ pub fn photo_features(
             let mut bytes = vec![0u8; features.numel() * 2];
             features.contiguous().copy_data_u8(&mut bytes, features.numel());
             if bytes.len() as u64 != row_bytes * chunk.len() as u64 {
-                return Err(corrupt(folder, format!("the encoder gave {} bytes per photo, the store holds {row_bytes}", bytes.len() / chunk.len())));
+                return Err(corrupt(
+                    folder,
+                    format!("the encoder gave {} bytes per photo, the store holds {row_bytes}", bytes.len() / chunk.len()),
+                ));
             }
             maps.write_all(&bytes).and_then(|()| maps.sync_data()).map_err(io_err(&maps_path))?;
             let mut lines = String::new();

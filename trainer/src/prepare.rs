@@ -96,7 +96,8 @@ fn image_codes(photos: &[PathBuf], tokenizer: &VqVae, cache: &Path, device: Devi
     }
     bar.finish_and_clear();
     let tmp = codes_path.with_extension("tmp");
-    Tensor::write_safetensors(&[("codes", Tensor::cat(&codes, 0))], &tmp).map_err(|source| PrepareError::Cache { path: tmp.clone(), source })?;
+    Tensor::write_safetensors(&[("codes", Tensor::cat(&codes, 0))], &tmp)
+        .map_err(|source| PrepareError::Cache { path: tmp.clone(), source })?;
     std::fs::rename(&tmp, &codes_path).map_err(cache_io(&codes_path))?;
     read_codes(&codes_path)
 }
