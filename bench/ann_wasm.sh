@@ -102,28 +102,14 @@ out=bench/results/ann_wasm.md
     echo "$details"
 } > "$out"
 
-section=$(
-    echo "<!-- ann_wasm:begin (written by bash bench/ann_wasm.sh; do not edit by hand) -->"
-    echo "## ANN in WebAssembly: recall@10 against latency over ef, 11.8k and 100k items (bench/ann_wasm.sh)"
+{
+    echo "# ANN in WebAssembly: recall@10 against latency over ef, 11.8k and 100k items (bench/ann_wasm.sh)"
     echo
     header
     echo
     echo "$summary"
     echo
     echo "Every ef, both query sets, native times beside wasm: \`bench/results/ann_wasm.md\`."
-    echo "<!-- ann_wasm:end -->"
-)
-SECTION="$section" python3 - <<'EOF'
-import os, re
-path = "bench/RESULTS.md"
-text = open(path).read()
-section = os.environ["SECTION"]
-pattern = re.compile(r"<!-- ann_wasm:begin.*?<!-- ann_wasm:end -->", re.S)
-if pattern.search(text):
-    text = pattern.sub(lambda _: section, text)
-else:
-    text = text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-EOF
+} | python3 bench/results_section.py ann_wasm
 cat "$out"
 echo "wrote $out and its section of bench/RESULTS.md" >&2

@@ -74,17 +74,4 @@ out=bench/results/trainer_throughput.md
 } > "$out"
 cat "$out"
 
-# The section in bench/RESULTS.md between its markers, replaced on a rerun.
-python3 - "$out" <<'EOF'
-import pathlib, sys
-body = pathlib.Path(sys.argv[1]).read_text().replace("# Trainer throughput", "## Trainer throughput", 1)
-results = pathlib.Path("bench/RESULTS.md")
-text = results.read_text() if results.exists() else "# Benchmarks\n"
-begin, end = "<!-- trainer_throughput:begin -->", "<!-- trainer_throughput:end -->"
-section = f"{begin}\n{body}{end}\n"
-if begin in text:
-    text = text[: text.index(begin)] + section + text[text.index(end) + len(end) + 1 :]
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-results.write_text(text)
-EOF
+python3 bench/results_section.py trainer_throughput < "$out"
