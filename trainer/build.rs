@@ -19,21 +19,7 @@ fn main() {
     }
 }
 
-/// The commit the trainer is built from, as `VITRINE_COMMIT` (`unknown`
-/// outside git), so that results name the code that made them.
-fn record_commit() {
-    for path in ["../.git/HEAD", "../.git/refs/heads"] {
-        println!("cargo:rerun-if-changed={path}");
-    }
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=VITRINE_COMMIT={commit}");
-}
+include!("build_commit.rs");
 
 /// libtorch's per-device autocast type, which tch does not expose (see csrc/autocast.cpp).
 fn compile_autocast_shim(lib_dir: &std::path::Path) {
