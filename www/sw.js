@@ -9,7 +9,10 @@
 //   publish folder's current.json): network first, the cached copy when the network
 //   fails. So offline, a published store loads the last current.json this browser
 //   saw, and with it the version whose files it cached.
+// - Once a version has loaded, src/worker.js drops the other versions' bundle
+//   files from the cache, so that nightly publishes do not pile up in storage.
 
+// src/worker.js evicts old bundle versions from this cache by its name.
 const CACHE = 'vitrine-v1';
 const SHELL = [
   './',

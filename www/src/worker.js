@@ -105,6 +105,7 @@ async function load(bundleUrl) {
     const parts = await Promise.all(files.map(async (file) => readWithProgress(await fetchOk(new URL(file, manifestUrl)), progress)));
     files.forEach((file, i) => loader.addPart(file, parts[i]));
     engine = loader.finish();
+    await evictOtherVersions(manifestUrl, files);
   } else {
     const response = await fetchOk(url);
     total = Number(response.headers.get('Content-Length')) || 0;
@@ -120,6 +121,31 @@ async function load(bundleUrl) {
     ms: performance.now() - start,
     memoryBytes: wasm.memory.buffer.byteLength,
   };
+}
+
+// The service worker's cache (www/sw.js names it) and what it keeps forever:
+// content-named bundle files, `<part>.<sha256 prefix>.<ext>`.
+const OFFLINE_CACHE = 'vitrine-v1';
+const CONTENT_NAMED = /\.[0-9a-f]{16}\.(safetensors|json|bin|jsonl)$/;
+
+// Once a version has loaded whole, the content-named files of other versions
+// in its folder leave the offline cache: their names are never asked for
+// again, and each publish would otherwise add tens of MB to the browser's
+// storage. Offline, the cached pointer names this version, which stays.
+async function evictOtherVersions(manifestUrl, files) {
+  if (!self.caches) return;
+  try {
+    const live = new Set([manifestUrl.href, ...files.map((file) => new URL(file, manifestUrl).href)]);
+    const folder = new URL('./', manifestUrl).href;
+    const cache = await caches.open(OFFLINE_CACHE);
+    const stale = (await cache.keys()).filter(
+      (request) => request.url.startsWith(folder) && CONTENT_NAMED.test(new URL(request.url).pathname) && !live.has(request.url),
+    );
+    await Promise.all(stale.map((request) => cache.delete(request)));
+  } catch (e) {
+    // Storage housekeeping never stops a search.
+    console.warn(`vitrine: old bundle files stay cached (${e instanceof Error ? e.message : e})`);
+  }
 }
 
 const ops = {

@@ -271,6 +271,16 @@ test('publish: the widget follows current.json to a newly published version, and
       const v2 = await search('black boots');
       assert(v2.results[0].id === renamed.id && v2.results[0].title === renamed.title, `after publishing version 2: ${JSON.stringify(v2.results)}`);
       assert(!v2.results.some((r) => r.id === top.id), 'version 1\'s product is still found');
+      // Version 1's own files left the offline cache; version 2's are all in it.
+      const pointer = JSON.parse(await readFile(path.join(published, 'current.json'), 'utf8'));
+      const liveManifest = JSON.parse(await readFile(path.join(published, pointer.manifest), 'utf8'));
+      const live = [path.basename(pointer.manifest), ...liveManifest.parts.map((p) => p.file)].sort();
+      const cached = await page.evaluate(async () => {
+        const cache = await caches.open('vitrine-v1');
+        return (await cache.keys()).map((r) => new URL(r.url).pathname).filter((p) => p.startsWith('/bundle/published/bundle/'));
+      });
+      const cachedNames = cached.map((p) => p.split('/').pop()).sort();
+      assert(JSON.stringify(cachedNames) === JSON.stringify(live), `cached bundle files ${cachedNames} are not version 2's ${live}`);
 
       // Offline: the last pointer this browser saw, and the version it cached with it.
       await context.setOffline(true);
