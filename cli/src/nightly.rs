@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -194,6 +195,9 @@ pub struct Audit {
 pub struct StageTime {
     pub stage: String,
     pub seconds: f64,
+    /// Peak resident memory of the largest tool the stage ran (`None`: it ran
+    /// none, or the platform does not report it).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -499,9 +503,11 @@ impl Stages {
         let tag = format!("nightly [{}/{}]", self.times.len() + 1, self.total);
         println!("{tag} {title} …");
         let started = Instant::now();
+        STAGE_PEAK_RSS.store(0, Ordering::Relaxed);
         let value = stage();
         let seconds = started.elapsed().as_secs_f64();
-        self.times.push(StageTime { stage: title.to_string(), seconds });
+        let peak_rss_bytes = Some(STAGE_PEAK_RSS.load(Ordering::Relaxed)).filter(|&bytes| bytes > 0);
+        self.times.push(StageTime { stage: title.to_string(), seconds, peak_rss_bytes });
         let value = value.with_context(|| format!("{title} failed"))?;
         println!("{tag} {title} … done in {seconds:.1} s");
         Ok(value)
@@ -556,9 +562,43 @@ trait Succeeds {
     fn succeeds(&mut self) -> Result<()>;
 }
 
+/// The largest peak resident memory of the tools run in the current stage.
+static STAGE_PEAK_RSS: AtomicU64 = AtomicU64::new(0);
+
+/// Waits for `child` and notes its peak resident memory in [`STAGE_PEAK_RSS`].
+#[cfg(unix)]
+fn wait_noting_peak_memory(child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let (mut status, mut usage) = (0, std::mem::MaybeUninit::<libc::rusage>::zeroed());
+    loop {
+        // SAFETY: `pid` is our own child, not yet waited for (std waits only
+        // when asked to), and both out-pointers are valid for writes.
+        if unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) } == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    // SAFETY: wait4 filled `usage` for the child it returned.
+    let max_rss = unsafe { usage.assume_init() }.ru_maxrss.max(0) as u64;
+    // Linux reports kilobytes, macOS bytes.
+    let bytes = if cfg!(target_os = "macos") { max_rss } else { max_rss * 1024 };
+    STAGE_PEAK_RSS.fetch_max(bytes, Ordering::Relaxed);
+    Ok(std::process::ExitStatus::from_raw(status))
+}
+
+#[cfg(not(unix))]
+fn wait_noting_peak_memory(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    child.wait()
+}
+
 impl Succeeds for Command {
     fn succeeds(&mut self) -> Result<()> {
-        let status = self.status().with_context(|| format!("cannot start {:?}", self.get_program()))?;
+        let child = self.spawn().with_context(|| format!("cannot start {:?}", self.get_program()))?;
+        let status = wait_noting_peak_memory(child).with_context(|| format!("waiting for {:?}", self.get_program()))?;
         ensure!(
             status.success(),
             "{:?} {} ({status})",

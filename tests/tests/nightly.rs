@@ -203,6 +203,9 @@ fn two_nightly_cycles_publish_gate_survive_a_kill_and_roll_back() {
     let stages: Vec<&str> = audits[1]["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages.len(), 6, "{stages:?}");
     assert!(stages[1].starts_with("fine-tuning") && stages[4].starts_with("building the bundle"), "{stages:?}");
+    // The stages that run a tool note its peak memory; reading the catalog runs none.
+    let peaks: Vec<Option<u64>> = audits[1]["stages"].as_array().unwrap().iter().map(|s| s["peak_rss_bytes"].as_u64()).collect();
+    assert!(peaks[0].is_none() && peaks[1..5].iter().all(|p| p.is_some_and(|bytes| bytes > 50 << 20)), "{peaks:?}");
     // Only the added items' photos went through the frozen image encoder;
     // every later pass of the night found them all in the store.
     let passes = feature_store_passes(&second);
