@@ -213,30 +213,46 @@ mod tests {
             .collect()
     }
 
-    fn encoder() -> ImageEncoder {
-        let vs = nn::VarStore::new(Device::Cpu);
-        tch::manual_seed(3);
-        ImageEncoder::new(&(vs.root() / "image_encoder"), Backbone::EfficientnetLite0)
+    const CHANNELS: i64 = 1280;
+
+    /// A temporary folder with `count` photos, a store path in it and a seeded encoder.
+    struct Setup {
+        dir: tempfile::TempDir,
+        store: PathBuf,
+        encoder: ImageEncoder,
+        photos: Vec<PathBuf>,
+    }
+
+    impl Setup {
+        fn new(count: usize) -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let photos = photos(dir.path(), count);
+            let vs = nn::VarStore::new(Device::Cpu);
+            tch::manual_seed(3);
+            let encoder = ImageEncoder::new(&(vs.root() / "image_encoder"), Backbone::EfficientnetLite0);
+            Setup { dir, store, encoder, photos }
+        }
+
+        fn features(&self, photos: &[PathBuf]) -> Result<PhotoFeatures, PrepareError> {
+            photo_features(photos, &self.encoder, CHANNELS, &self.store, Device::Cpu)
+        }
     }
 
     #[test]
     fn only_unseen_photos_are_encoded_and_rows_follow_the_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let encoder = encoder();
-        let channels = Backbone::EfficientnetLite0.channels();
-        let all = photos(dir.path(), 4);
-
-        let first = photo_features(&all[..3], &encoder, channels, &store, Device::Cpu).unwrap();
+        let setup = Setup::new(4);
+        let all = &setup.photos;
+        let first = setup.features(&all[..3]).unwrap();
         assert_eq!((first.encoded, first.rows.clone()), (3, vec![0, 1, 2]));
-        let expected = tch::no_grad(|| encoder.forward_features(&load_eval_batch(&all, &ImageTransform::default()).unwrap(), false))
+        let expected = tch::no_grad(|| setup.encoder.forward_features(&load_eval_batch(all, &ImageTransform::default()).unwrap(), false))
             .to_kind(Kind::Float);
         let close = |a: &Tensor, b: &Tensor| a.to_kind(Kind::Float).allclose(b, 1e-2, 1e-2, false);
         assert!(!close(&expected.get(0), &expected.get(3)), "the test photos must differ in features");
 
         // Tomorrow: photo 1 is gone, photo 3 is new, photo 0 is listed twice.
         let asked = vec![all[3].clone(), all[0].clone(), all[2].clone(), all[0].clone()];
-        let second = photo_features(&asked, &encoder, channels, &store, Device::Cpu).unwrap();
+        let second = setup.features(&asked).unwrap();
         assert_eq!((second.encoded, second.rows.clone()), (1, vec![3, 0, 2, 0]));
         for (i, &row) in second.rows.iter().enumerate() {
             let want = [3, 0, 2, 0][i];
@@ -246,48 +262,39 @@ mod tests {
 
         // A photo rewritten in place is new content: encoded again, new row.
         std::fs::copy(&all[1], &all[0]).unwrap();
-        let third = photo_features(&all[..1], &encoder, channels, &store, Device::Cpu).unwrap();
+        let third = setup.features(&all[..1]).unwrap();
         assert_eq!((third.encoded, third.rows), (0, vec![1]), "photo 0 now has photo 1's bytes, which the store has");
     }
 
     #[test]
     fn rows_written_after_the_last_index_line_are_dropped_and_a_torn_line_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let encoder = encoder();
-        let channels = Backbone::EfficientnetLite0.channels();
-        let all = photos(dir.path(), 3);
-        photo_features(&all[..2], &encoder, channels, &store, Device::Cpu).unwrap();
+        let setup = Setup::new(3);
+        setup.features(&setup.photos[..2]).unwrap();
 
         // What a kill mid-append leaves: half a row without a line, half a line.
-        let row_bytes = (channels * 49 * 2) as usize;
-        OpenOptions::new().append(true).open(store.join(MAPS)).unwrap().write_all(&vec![7u8; row_bytes / 2]).unwrap();
-        OpenOptions::new().append(true).open(store.join(INDEX)).unwrap().write_all(b"abc").unwrap();
+        let row_bytes = (CHANNELS * 49 * 2) as usize;
+        OpenOptions::new().append(true).open(setup.store.join(MAPS)).unwrap().write_all(&vec![7u8; row_bytes / 2]).unwrap();
+        OpenOptions::new().append(true).open(setup.store.join(INDEX)).unwrap().write_all(b"abc").unwrap();
 
-        let again = photo_features(&all, &encoder, channels, &store, Device::Cpu).unwrap();
+        let again = setup.features(&setup.photos).unwrap();
         assert_eq!((again.encoded, again.rows), (1, vec![0, 1, 2]));
-        assert_eq!(std::fs::metadata(store.join(MAPS)).unwrap().len(), 3 * row_bytes as u64);
-        assert_eq!(std::fs::read_to_string(store.join(INDEX)).unwrap().lines().count(), 3);
+        assert_eq!(std::fs::metadata(setup.store.join(MAPS)).unwrap().len(), 3 * row_bytes as u64);
+        assert_eq!(std::fs::read_to_string(setup.store.join(INDEX)).unwrap().lines().count(), 3);
     }
 
     #[test]
     fn a_store_shorter_than_its_index_is_reported_with_its_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let encoder = encoder();
-        let channels = Backbone::EfficientnetLite0.channels();
-        let all = photos(dir.path(), 2);
-        photo_features(&all, &encoder, channels, &store, Device::Cpu).unwrap();
-        OpenOptions::new().write(true).open(store.join(MAPS)).unwrap().set_len(100).unwrap();
-        let message = photo_features(&all, &encoder, channels, &store, Device::Cpu).err().unwrap().to_string();
+        let setup = Setup::new(2);
+        setup.features(&setup.photos).unwrap();
+        OpenOptions::new().write(true).open(setup.store.join(MAPS)).unwrap().set_len(100).unwrap();
+        let message = setup.features(&setup.photos).err().unwrap().to_string();
         assert!(message.contains("maps.f16") && message.contains("cannot hold the 2 rows"), "{message}");
     }
 
     #[test]
     fn a_missing_photo_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("gone.jpg");
-        let message = photo_features(&[missing], &encoder(), 1280, &dir.path().join("store"), Device::Cpu).err().unwrap().to_string();
+        let setup = Setup::new(0);
+        let message = setup.features(&[setup.dir.path().join("gone.jpg")]).err().unwrap().to_string();
         assert!(message.contains("gone.jpg"), "{message}");
     }
 }
