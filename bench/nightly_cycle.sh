@@ -9,13 +9,16 @@
 # training); night B is the cycle measured: `vitrine nightly` warm-starts the
 # fine-tune from the published model with the recipe's step budget, evaluates
 # candidate and published model on the val split, builds the bundle and
-# publishes it. Stage times come from the audit record and the bundle's build
-# report, peak memory from `/usr/bin/time -v` (its largest process).
+# publishes it. Stage times and each tool's peak memory come from the audit
+# records, the bundle's stages from its build report.
 # Writes bench/results/nightly_cycle.md and its section of bench/RESULTS.md.
 #
-#   bash bench/nightly_cycle.sh [fine-tuned checkpoint] [catalog]
+#   [NIGHT_B_FLAGS=--force] bash bench/nightly_cycle.sh [fine-tuned checkpoint] [catalog]
 #
-# The checkpoint defaults to the one `cargo xtask demo` trains on H&M.
+# The checkpoint defaults to the one `cargo xtask demo` trains on H&M. A rerun
+# keeps night A (target/bench-nightly; delete it to start over) and runs night
+# B again; the report lists every night B run. NIGHT_B_FLAGS adds flags to
+# night B, e.g. `--force` to measure the publishing stages when the gate refuses.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 checkpoint=${1:-runs/demo/hm/finetune}
@@ -28,6 +31,10 @@ echo "[1/4] building vitrine, vitrine-train, vitrine-index (release)"
 cargo build -q --release -p vitrine -p vitrine-trainer -p vitrine-index-builder
 vitrine=target/release/vitrine
 
+if [ -f "$work/publish/current.json" ]; then
+    echo "[2/4] the two nights' catalogs: kept from an earlier run ($work)"
+    echo "[3/4] night A: published by an earlier run (delete $work to start over)"
+else
 echo "[2/4] the two nights' catalogs from $source_catalog"
 rm -rf "$work"
 mkdir -p "$work"
@@ -72,59 +79,17 @@ echo "[3/4] night A: publishing $checkpoint (gate and bundle, no training)"
 "$vitrine" nightly --catalog "$work/catalog-A" --publish "$work/publish" --state "$work/state" --candidate "$checkpoint" \
     > "$work/night-A.log" 2>&1 || { tail -30 "$work/night-A.log"; exit 1; }
 tail -1 "$work/night-A.log"
+fi
 
-echo "[4/4] night B: the measured cycle (warm-started fine-tune, gate, bundle, publish)"
+echo "[4/4] night B: the measured cycle (warm-started fine-tune, gate, bundle, publish) ${NIGHT_B_FLAGS:-}"
 load_b=$(cut -d' ' -f1-3 /proc/loadavg)
-/usr/bin/time -v -o "$work/night-B.time" "$vitrine" nightly --catalog "$work/catalog-B" --publish "$work/publish" --state "$work/state" \
-    > "$work/night-B.log" 2>&1 || { tail -30 "$work/night-B.log"; echo "night B did not publish (see $work/night-B.log)"; }
+# shellcheck disable=SC2086 # NIGHT_B_FLAGS is a list of flags
+"$vitrine" nightly --catalog "$work/catalog-B" --publish "$work/publish" --state "$work/state" ${NIGHT_B_FLAGS:-} \
+    >> "$work/night-B.log" 2>&1 || echo "night B did not publish (see $work/night-B.log)"
 tail -1 "$work/night-B.log"
+echo "${NIGHT_B_FLAGS:-(none)}" >> "$work/night-B.flags"
 
 out=bench/results/nightly_cycle.md
-python3 - "$work" "$out" "$load_before" "$load_b" "$checkpoint" "$source_catalog" <<'EOF'
-import glob, json, os, re, subprocess, sys
-work, out, load_before, load_b, checkpoint, catalog = sys.argv[1:7]
-audit = json.load(open(sorted(glob.glob(f"{work}/state/audit/*.json"))[-1]))
-timing = open(f"{work}/night-B.time").read()
-peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
-wall = re.search(r"Elapsed \(wall clock\) time.*: (.+)", timing).group(1).strip()
-log = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", open(f"{work}/night-B.log").read())
-passes = [tuple(int(v) for v in m) for m in re.findall(r"photo feature store photos=(\d+) encoded=(\d+)", log)]
-report_path = f"{work}/state/runs/{audit['run']}/bundle/build-report.json"
-build = json.load(open(report_path)) if os.path.exists(report_path) else None
-sh = lambda cmd: subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
-cpu = sh("lscpu | grep 'Model name' | cut -d: -f2").strip()
-lines = [
-    "# Nightly cycle on H&M, cpu recipe",
-    "",
-    f"- machine: {os.cpu_count()} cores, {cpu}, {sh('free -g | awk \"/Mem:/ {print \\$2}\"')} GiB, no GPU",
-    f"- load average (1, 5, 15 min) before the bench: {load_before}; before night B: {load_b}; after: {open('/proc/loadavg').read().split()[:3]}",
-    f"- commit: {sh('git rev-parse --short HEAD')}",
-    f"- command: `bash bench/nightly_cycle.sh {checkpoint} {catalog}`",
-    f"- night B: `vitrine nightly --catalog catalog-B --publish publish --state state` (recipe cpu, fine-tune budget: the recipe's)",
-    "",
-    f"Catalog changes seen by night B: {audit['catalog']['items']} items, {audit['catalog']['added']} added, "
-    f"{audit['catalog']['changed']} changed, {audit['catalog']['removed']} removed. Decision: **{audit['decision']}**"
-    + (f" (version {audit['published']})." if audit.get("published") else f": {audit.get('error')}."),
-    "",
-    f"**Night B wall time: {audit['seconds']:.0f} s** (`/usr/bin/time`: {wall}); peak RSS of its largest process {peak_kib / 1024 / 1024:.2f} GiB.",
-    "",
-    "| stage | seconds |",
-    "|---|---|",
-]
-lines += [f"| {s['stage']} | {s['seconds']:.1f} |" for s in audit["stages"]]
-lines += ["", "Photo feature store passes of night B (photos asked for, photos encoded): " + ", ".join(f"{p}/{e}" for p, e in passes) + "."]
-if build:
-    lines += ["", f"Bundle build (`vitrine-index build`, {build['items']} items, {build['dims']} dims):", "", "| build stage | seconds |", "|---|---|"]
-    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in build["stages"]]
-    embed = dict(build["stages"]).get("embed")
-    if embed:
-        lines += ["", f"Embedding: {build['items'] / embed:.1f} items/s (teacher model, text and image of every item)."]
-if audit["comparisons"]:
-    lines += ["", "Gate (val split, points):", "", "| task | published | candidate | change |", "|---|---|---|---|"]
-    show = lambda v: "—" if v is None else f"{v:.2f}"
-    lines += [f"| {c['task']} | {show(c['published'])} | {show(c['candidate'])} | {show(c['change'])} |" for c in audit["comparisons"]]
-open(out, "w").write("\n".join(lines) + "\n")
-EOF
+python3 bench/nightly_cycle_report.py "$work" "$load_before" "$load_b" "bash bench/nightly_cycle.sh $checkpoint $source_catalog" > "$out"
 cat "$out"
-
 python3 bench/results_section.py nightly_cycle < "$out"
