@@ -4,7 +4,7 @@ or, with --paper-shape, the headline rows (no pretraining; all six tasks) as
 the paper's downstream tables, mean ± sample standard deviation over seeds, for
 the section of bench/RESULTS.md:
 
-    python3 bench/render_ablation.py DIR --paper-shape | python3 bench/results_section.py hm_quality
+    python3 bench/render_ablation.py DIR --paper-shape | python3 bench/results_section.py hm_quality "python3 bench/render_ablation.py"
 """
 import json
 import pathlib
