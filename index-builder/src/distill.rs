@@ -41,6 +41,9 @@ use crate::heads::CompactHeads;
 const TEACHER_BATCH: usize = 64;
 /// Val examples per task when choosing the image weight.
 const TUNING_EXAMPLES: usize = 1000;
+/// Val titles the probe asks: all of them up to this many, else a seeded
+/// sample (the gallery is every val item either way).
+const TITLE_QUERIES: usize = 2000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DistillOptions {
@@ -249,13 +252,24 @@ impl TeacherRun<'_> {
 
 /// R@10 of each query (rows of `queries`) finding `answers[i]` among `candidates[i]` (rows of `gallery`).
 fn recall10(queries: &Tensor, gallery: &Tensor, answers: &[i64], candidates: &[&[i64]]) -> f64 {
-    let ranks: Vec<usize> = (0..answers.len())
-        .map(|i| {
-            let cands = Tensor::from_slice(candidates[i]);
-            let scores = Vec::<f32>::try_from(gallery.index_select(0, &cands).mv(&queries.get(i as i64))).expect("f32 scores");
-            rank_of(&scores, candidates[i].iter().position(|&c| c == answers[i]).expect("the answer is a candidate"))
-        })
-        .collect();
+    // Queries share candidate lists (every val item, or a category's): each
+    // list's rows are gathered once and scored against all its queries in one
+    // product, which keeps the probe linear in the catalog, not quadratic.
+    let mut groups: HashMap<(*const i64, usize), Vec<usize>> = HashMap::new();
+    for (i, list) in candidates.iter().enumerate() {
+        groups.entry((list.as_ptr(), list.len())).or_default().push(i);
+    }
+    let mut ranks = vec![0; answers.len()];
+    for members in groups.values() {
+        let list = candidates[members[0]];
+        let rows = gallery.index_select(0, &Tensor::from_slice(list));
+        let picked = queries.index_select(0, &Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>()));
+        let scores = picked.mm(&rows.tr());
+        for (row, &i) in members.iter().enumerate() {
+            let scores = Vec::<f32>::try_from(scores.get(row as i64)).expect("f32 scores");
+            ranks[i] = rank_of(&scores, list.iter().position(|&c| c == answers[i]).expect("the answer is a candidate"));
+        }
+    }
     recall_at(&ranks, 10)
 }
 
@@ -270,8 +284,11 @@ fn rows_by_category(run: &TeacherRun, rows: &[i64]) -> HashMap<String, Vec<i64>>
 
 /// Title → product, TGIR and OCIR R@10 on val, in the given space (`project` maps teacher vectors).
 struct ValProbe {
+    /// Teacher text embeddings of the probed titles, and their products' rows.
     titles: Tensor,
-    title_rows: Vec<i64>,
+    title_answers: Vec<i64>,
+    /// Every val item's row: the gallery of the title probe.
+    val_rows: Vec<i64>,
     tgir: TeacherAnswers,
     ocir: TeacherAnswers,
     candidates_of: HashMap<String, Vec<i64>>,
@@ -281,25 +298,34 @@ impl ValProbe {
     fn new(run: &TeacherRun, rng: &mut ChaCha8Rng) -> Result<ValProbe, TrainError> {
         let val_items: Vec<usize> =
             run.catalog.items_in(Split::Val).map(|(i, _)| i).filter(|i| run.space.row_of_item.contains_key(i)).collect();
-        let title_rows = run.space.rows(val_items.iter().copied()).expect("filtered");
+        let val_rows = run.space.rows(val_items.iter().copied()).expect("filtered");
+        let probed: Vec<usize> = if val_items.len() > TITLE_QUERIES {
+            let mut picked = sample(rng, val_items.len(), TITLE_QUERIES).into_vec();
+            picked.sort_unstable();
+            picked
+        } else {
+            (0..val_items.len()).collect()
+        };
+        let title_answers = probed.iter().map(|&p| val_rows[p]).collect();
         let model = &run.finetuned.model;
-        let titles: Vec<Vec<i64>> = val_items
+        let titles: Vec<Vec<i64>> = probed
             .iter()
-            .map(|&i| Ok(run.finetuned.tokenizer.encode(&run.catalog.items[i].title)?.ids.iter().map(|&t| i64::from(t)).collect()))
+            .map(|&p| val_items[p])
+            .map(|i| Ok(run.finetuned.tokenizer.encode(&run.catalog.items[i].title)?.ids.iter().map(|&t| i64::from(t)).collect()))
             .collect::<Result<_, TrainError>>()?;
         let titles = batched(titles.len(), |r| {
             let (ids, mask) = run.inputs.pad(titles[r].iter().cloned(), run.device);
             Ok(l2_normalize(&model.text_embedding(&ids, &mask, false)))
         })?;
         let answers = run.answers(Split::Val, TUNING_EXAMPLES, false, rng)?;
-        let candidates_of = rows_by_category(run, &title_rows);
-        Ok(ValProbe { titles, title_rows, tgir: answers.tgir, ocir: answers.ocir, candidates_of })
+        let candidates_of = rows_by_category(run, &val_rows);
+        Ok(ValProbe { titles, title_answers, val_rows, tgir: answers.tgir, ocir: answers.ocir, candidates_of })
     }
 
     /// (title R@10, mean of the three R@10) with products `[N, E or D]` and a map of teacher queries into their space.
     fn score(&self, run: &TeacherRun, products: &Tensor, project: &dyn Fn(&Tensor) -> Tensor) -> (f64, f64) {
-        let all: Vec<&[i64]> = vec![&self.title_rows; self.title_rows.len()];
-        let title = recall10(&project(&self.titles), products, &self.title_rows, &all);
+        let all: Vec<&[i64]> = vec![&self.val_rows; self.title_answers.len()];
+        let title = recall10(&project(&self.titles), products, &self.title_answers, &all);
         let category_of = |row: i64| run.catalog.items[run.space.items()[row as usize]].category.clone();
         let tgir_cands: Vec<&[i64]> = self.tgir.answers.iter().map(|&a| self.candidates_of[&category_of(a)].as_slice()).collect();
         let tgir = recall10(&project(&self.tgir.teacher), products, &self.tgir.answers, &tgir_cands);
