@@ -92,7 +92,7 @@ out=bench/results/index_build.md
     echo "- load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- commit: $(git rev-parse --short HEAD)"
     echo "- command: \`bash bench/index_build.sh $checkpoint $copies $cache\`"
-    echo "- \`vitrine-index build --config cpu\` with its defaults (4,000 distillation examples per head, 256 dims); the large catalog is H&M plus $copies renamed copies (same photos and texts, titles marked), so per-item work is real and quality is not measured there"
+    echo "- \`vitrine-index build --config cpu\` with its defaults (up to 20,000 distillation examples, 300 distillation steps, 256 dims; the nightly passes 4,000 examples); the large catalog is H&M plus $copies renamed copies (same photos and texts, titles marked), so per-item work is real and quality is not measured there"
     echo
     echo "| items | embed s | embed items/s | distil s | int8 + HNSW s | load, text encoder, write s | total s (stages) | wall (incl. start) | peak RSS GiB | bundle bytes |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
