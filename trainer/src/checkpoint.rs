@@ -369,7 +369,7 @@ fn verify_files(dir: &Path) -> Result<Manifest, CheckpointError> {
             let reason = format!("{bytes} bytes where the checkpoint wrote {} (truncated or overwritten)", entry.bytes);
             return Err(CheckpointError::Corrupt { path, reason });
         }
-        let sha = sha256_file(&path)?;
+        let sha = sha256_file(&path).map_err(io_err(&path))?;
         if sha != entry.sha256 {
             return Err(CheckpointError::Corrupt {
                 path,
@@ -501,15 +501,16 @@ fn sync_dir(path: &Path) -> Result<(), CheckpointError> {
 
 fn file_entry(path: &Path) -> Result<FileEntry, CheckpointError> {
     let bytes = fs::metadata(path).map_err(io_err(path))?.len();
-    Ok(FileEntry { bytes, sha256: sha256_file(path)? })
+    Ok(FileEntry { bytes, sha256: sha256_file(path).map_err(io_err(path))? })
 }
 
-fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
+/// SHA-256 of a file's bytes, as lowercase hex, read in pieces.
+pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(io_err(path))?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }

@@ -19,17 +19,17 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 use vitrine_core::hash::Fnv1a;
 
+use crate::checkpoint::sha256_file;
 use crate::image::ImageTransform;
 use crate::model::image_encoder::{Backbone, ImageEncoder};
-use crate::prepare::{load_eval_batch, progress, PrepareError};
+use crate::prepare::{cache_io, load_eval_batch, progress, PrepareError};
 
 /// Photos encoded per batch, and per appended (synced) step.
 const CHUNK: usize = 32;
@@ -49,7 +49,7 @@ pub struct PhotoFeatures {
 /// The folder of `backbone` with the weights in `weights` (their content,
 /// so that other weights under the same name get their own store).
 pub fn store_folder(cache: &Path, backbone: Backbone, weights: &Path) -> Result<PathBuf, PrepareError> {
-    let bytes = std::fs::read(weights).map_err(io_err(weights))?;
+    let bytes = std::fs::read(weights).map_err(cache_io(weights))?;
     let key = Fnv1a::default().write(&bytes).finish();
     let name = serde_json::to_value(backbone).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     Ok(cache.join(format!("photo-features-{name}-{key:016x}")))
@@ -64,25 +64,25 @@ pub fn photo_features(
     folder: &Path,
     device: Device,
 ) -> Result<PhotoFeatures, PrepareError> {
-    std::fs::create_dir_all(folder).map_err(io_err(folder))?;
+    std::fs::create_dir_all(folder).map_err(cache_io(folder))?;
     let digests = photo_digests(photos)?;
     let lock_path = folder.join(".lock");
-    let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
-    lock.lock().map_err(io_err(&lock_path))?;
+    let lock = File::create(&lock_path).map_err(cache_io(&lock_path))?;
+    lock.lock().map_err(cache_io(&lock_path))?;
 
     let row_bytes = channels as u64 * 49 * 2;
     let index_path = folder.join(INDEX);
     let mut known = read_index(&index_path)?;
     let maps_path = folder.join(MAPS);
-    let mut maps = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&maps_path).map_err(io_err(&maps_path))?;
+    let mut maps = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&maps_path).map_err(cache_io(&maps_path))?;
     let committed = known.len() as u64 * row_bytes;
-    let on_disk = maps.metadata().map_err(io_err(&maps_path))?.len();
+    let on_disk = maps.metadata().map_err(cache_io(&maps_path))?.len();
     if on_disk < committed {
         return Err(corrupt(&maps_path, format!("{on_disk} bytes cannot hold the {} rows its index names", known.len())));
     }
     // Rows past the index are from a run killed before it named them.
-    maps.set_len(committed).map_err(io_err(&maps_path))?;
-    maps.seek(SeekFrom::End(0)).map_err(io_err(&maps_path))?;
+    maps.set_len(committed).map_err(cache_io(&maps_path))?;
+    maps.seek(SeekFrom::End(0)).map_err(cache_io(&maps_path))?;
 
     let mut missing: Vec<usize> = Vec::new();
     let mut queued = std::collections::HashSet::new();
@@ -92,7 +92,7 @@ pub fn photo_features(
         }
     }
     if !missing.is_empty() {
-        let mut index = OpenOptions::new().append(true).open(&index_path).map_err(io_err(&index_path))?;
+        let mut index = OpenOptions::new().append(true).open(&index_path).map_err(cache_io(&index_path))?;
         let transform = ImageTransform::default();
         let bar = progress(missing.len(), "encoding new catalog photos");
         for chunk in missing.chunks(CHUNK) {
@@ -107,14 +107,14 @@ pub fn photo_features(
                     format!("the encoder gave {} bytes per photo, the store holds {row_bytes}", bytes.len() / chunk.len()),
                 ));
             }
-            maps.write_all(&bytes).and_then(|()| maps.sync_data()).map_err(io_err(&maps_path))?;
+            maps.write_all(&bytes).and_then(|()| maps.sync_data()).map_err(cache_io(&maps_path))?;
             let mut lines = String::new();
             for &i in chunk {
                 known.insert(digests[i].clone(), known.len() as i64);
                 lines.push_str(&digests[i]);
                 lines.push('\n');
             }
-            index.write_all(lines.as_bytes()).and_then(|()| index.sync_data()).map_err(io_err(&index_path))?;
+            index.write_all(lines.as_bytes()).and_then(|()| index.sync_data()).map_err(cache_io(&index_path))?;
             bar.inc(chunk.len() as u64);
             if bar.is_hidden() && bar.position() % 1024 < CHUNK as u64 {
                 tracing::info!(done = bar.position(), of = missing.len(), "encoding new catalog photos");
@@ -132,22 +132,7 @@ pub fn photo_features(
 
 /// SHA-256 of each photo file, in parallel.
 fn photo_digests(photos: &[PathBuf]) -> Result<Vec<String>, PrepareError> {
-    photos
-        .par_iter()
-        .map(|path| {
-            let mut file = File::open(path).map_err(|source| PrepareError::Photo { path: path.clone(), source })?;
-            let mut hasher = Sha256::new();
-            let mut buffer = [0u8; 64 * 1024];
-            loop {
-                let read = file.read(&mut buffer).map_err(|source| PrepareError::Photo { path: path.clone(), source })?;
-                if read == 0 {
-                    break;
-                }
-                hasher.update(&buffer[..read]);
-            }
-            Ok(format!("{:x}", hasher.finalize()))
-        })
-        .collect()
+    photos.par_iter().map(|path| sha256_file(path).map_err(|source| PrepareError::Photo { path: path.clone(), source })).collect()
 }
 
 /// The complete lines of `index.txt` (digest → row); a torn last line, left
@@ -156,14 +141,14 @@ fn read_index(path: &Path) -> Result<HashMap<String, i64>, PrepareError> {
     let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            File::create(path).map_err(io_err(path))?;
+            File::create(path).map_err(cache_io(path))?;
             Vec::new()
         }
-        Err(e) => return Err(io_err(path)(e)),
+        Err(e) => return Err(cache_io(path)(e)),
     };
     let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
     if complete < text.len() {
-        OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(complete as u64)).map_err(io_err(path))?;
+        OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(complete as u64)).map_err(cache_io(path))?;
     }
     let mut known = HashMap::new();
     for (line, digest) in text[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
@@ -186,10 +171,6 @@ fn map_rows(path: &Path, rows: usize, channels: i64) -> Result<Tensor, PrepareEr
     let flat = Tensor::f_from_file(name, false, Some(values), (Kind::Half, Device::Cpu))
         .map_err(|source| PrepareError::Cache { path: path.to_path_buf(), source })?;
     Ok(flat.view([rows as i64, channels, 7, 7]))
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
-    move |e| PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::Io(e) }
 }
 
 fn corrupt(path: &Path, reason: String) -> PrepareError {

@@ -119,7 +119,7 @@ pub(crate) fn frozen_features(
     photo_features(photos, &encoder, recipe.image_backbone.channels(), &folder, device)
 }
 
-fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
+pub(crate) fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
     move |e| PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::Io(e) }
 }
 
