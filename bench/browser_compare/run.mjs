@@ -294,10 +294,19 @@ const tok = queries.map((q) => q.tokens);
 const buildReport = path.join(bundleDir, '..', 'build-report.json');
 const buildNote = (() => {
   if (!existsSync(buildReport)) return '';
-  const d = JSON.parse(readFileSync(buildReport, 'utf8')).distill ?? {};
+  const report = JSON.parse(readFileSync(buildReport, 'utf8'));
+  const d = report.distill ?? {};
   const parts = [];
   if (d.image_weight !== undefined) parts.push(`\`image_weight\` ${d.image_weight}`);
   if (d.val_title_r10_compact !== undefined) parts.push(`val title→product R@10 ${d.val_title_r10_compact.toFixed(1)}%`);
+  const s = report.student;
+  if (s) {
+    parts.push(
+      `text encoder: a student of ${s.teacher_layers.length} layers (the teacher's ${s.teacher_layers.join(', ')}) and ${s.vocab_size.toLocaleString('en-US')} of ${s.teacher_vocab_size.toLocaleString('en-US')} tokens, ` +
+        `its compact queries' cosine to the teacher's over ${s.val_titles} val titles mean ${s.val_cosine_mean.toFixed(4)}, min ${s.val_cosine_min.toFixed(4)}; ` +
+        `val title→product R@10 with its queries ${s.val_title_r10_student.toFixed(1)}% against ${s.val_title_r10_teacher.toFixed(1)}% with the teacher's`,
+    );
+  }
   return parts.length ? ` (this bundle's build-report.json: ${parts.join(', ')})` : '';
 })();
 const teFile = path.join(ROOT, 'target/bench-text-encoder/queries.json');
@@ -323,7 +332,7 @@ const section = `<!-- browser_compare:start (written by bash bench/browser_compa
 - per query, one at a time, k = ${K}: the page posts the query to the engine's Web Worker and awaits the ranked list (round trip, as www/tests/run.mjs's latency test); ${WARM_UP} warm-up queries first, then the ${texts.length} queries ${options.passes} times; the three engines in one page, in turn for every query (order rotated), each on one thread
 - **vitrine**: the real \`<vitrine-search>\` element (www/src) and its worker with \`www/pkg\` (vitrine_wasm_bg.wasm ${pkgStat.size.toLocaleString('en-US')} B, built ${pkgStat.mtime.toISOString().slice(0, 16).replace('T', ' ')} UTC), bundle \`${bundleDir}\` (manifest sha256 ${manifestSha}…, ${v.cold_info.products} products): text encoder (int8) + search of its ANN index, in the worker
 - **transformers.js** ${q8.cold_info.transformers} (onnxruntime-web ${q8.cold_info.onnxruntime_web}, \`transformers.min.js\` + \`ort-wasm-simd-threaded.asyncify.{mjs,wasm}\`, the build it picks by default, served locally), in a module Web Worker: \`pipeline('feature-extraction', …, {dtype, device: 'wasm'})\` with \`{pooling: 'mean', normalize: true}\`, \`env.backends.onnx.wasm.numThreads = ${q8.cold_info.num_threads}\`, \`env.allowRemoteModels = false\`, \`env.localModelPath\` = the served \`target/browser-compare/models\`; then a brute-force JS scan (dot products over one Float32Array) of the ${q8.cold_info.items.toLocaleString('en-US')} catalog vectors (f32, 384-d, from the fp32 ONNX model by prepare.py), top ${K} kept
-- the ONNX models: all-MiniLM-L6-v2 exported locally from \`${options.model}\` by prepare.py (opset 14, the graph torch.onnx.export gives BertModel, written with onnx.helper: the project's .venv cannot \`import torch\` — it holds libtorch for tch only — and no CPU PyTorch is reachable here); q8 = onnxruntime \`quantize_dynamic\` as transformers.js's scripts/quantize.py makes \`model_quantized.onnx\` (int8 weights, per tensor, MatMul + Gather)
+- the ONNX models: all-MiniLM-L6-v2 exported locally from \`${options.model}\` by prepare.py (opset 14, the graph torch.onnx.export gives BertModel, written with onnx.helper: the project's .venv cannot \`import torch\` — it holds libtorch for tch only — and no CPU PyTorch is reachable here); q8 = onnxruntime \`quantize_dynamic\` as transformers.js's scripts/quantize.py makes \`model_quantized.onnx\` (int8 weights, per channel, reduced range: DESIGN.md §8's anchor; MatMul + Gather)
 - checks (asserted unless marked): ONNX fp32 in onnxruntime ${reference.onnxruntime_python} vs a float64 numpy forward pass with mean pooling + L2 norm from the same weights: cosine min ${Math.min(...reference.onnx_fp32_cosine).toFixed(6)}; vitrine's candle encoder (www/pkg \`QueryEncoder\`, f32) vs that reference: min ${Math.min(...candleCos).toFixed(6)}; transformers.js fp32 in Chromium vs the reference: min ${check['tjs-fp32'].min.toFixed(6)} (mean ${check['tjs-fp32'].mean.toFixed(6)}); transformers.js's token counts = prepare.py's for all ${texts.length} (no padding to the tokenizer file's 128); transformers.js q8 vs the reference (reported, not asserted): min ${check['tjs-q8'].min.toFixed(4)}, mean ${check['tjs-q8'].mean.toFixed(4)}
 
 | engine | median ms/query | p90 ms | mean ms | best pass: median | best pass: p90 | median of each pass | median in worker | embed (median) | scan (median) | cold load ms, median (each) | source product in top ${K} |

@@ -19,6 +19,7 @@ use vitrine_trainer::finetune::Finetuned;
 
 use crate::distill::{distill, DistillOptions, DistillReport, TeacherRun, TeacherSpace};
 use crate::embed::{embed_shard, merge, EmbedError, Shard};
+use crate::student::{distill_student, Student, StudentOptions, StudentReport};
 
 /// Errors of building a bundle; each names the file or stage.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum BuildError {
     File { path: PathBuf, reason: String },
     #[error("--dim {dim}: the compact space must be 1 to {teacher} wide (the teacher's embedding width)")]
     Dim { dim: usize, teacher: usize },
+    #[error("the student text encoder: {0}")]
+    Student(String),
 }
 
 fn file_err(path: &Path) -> impl Fn(std::io::Error) -> BuildError + '_ {
@@ -81,6 +84,9 @@ pub struct BuildReport {
     /// f32 teacher product vectors of the same items (what an uncompressed index would hold).
     pub teacher_f32_vector_bytes: u64,
     pub distill: DistillReport,
+    /// The student text encoder's figures, when the bundle ships one.
+    #[serde(default)]
+    pub student: Option<StudentReport>,
 }
 
 /// Where the bundle goes: `<out>/bundle/` (folder layout) and `<out>/catalog.vitrine` (single file).
@@ -92,14 +98,23 @@ pub fn single_file(out: &Path) -> PathBuf {
     out.join("catalog.vitrine")
 }
 
-/// The text tower of the checkpoint (`bert.*` and `embedding_scale`) as safetensors bytes with int8 linear layers.
-fn text_encoder_part(finetuned: &Finetuned, scratch: &Path) -> Result<Vec<u8>, BuildError> {
-    let variables = finetuned.vs.variables();
-    let mut names: Vec<&String> = variables.keys().filter(|n| n.starts_with("bert.") || *n == "embedding_scale").collect();
-    names.sort();
-    let tensors: Vec<(&str, Tensor)> = names.iter().map(|n| (n.as_str(), variables[*n].to_kind(Kind::Float))).collect();
+/// The teacher's text tower (`bert.*` and `embedding_scale`).
+fn teacher_text_tower(finetuned: &Finetuned) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = finetuned
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("bert.") || n == "embedding_scale")
+        .map(|(n, t)| (n, t.to_kind(Kind::Float)))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+/// A text tower as safetensors bytes with int8 linear layers.
+fn text_encoder_part(tensors: &[(String, Tensor)], scratch: &Path) -> Result<Vec<u8>, BuildError> {
     let path = scratch.join("text-encoder-f32.safetensors");
-    Tensor::write_safetensors(&tensors, &path).map_err(|e| BuildError::File { path: path.clone(), reason: e.to_string() })?;
+    Tensor::write_safetensors(tensors, &path).map_err(|e| BuildError::File { path: path.clone(), reason: e.to_string() })?;
     let bytes = std::fs::read(&path).map_err(file_err(&path))?;
     let (int8, _) = quantize_safetensors(&bytes, &path.display().to_string())?;
     std::fs::remove_file(&path).map_err(file_err(&path))?;
@@ -130,6 +145,8 @@ pub struct BuildInputs<'a> {
     pub checkpoint: &'a Path,
     pub max_query_tokens: usize,
     pub distill: &'a DistillOptions,
+    /// Ship a distilled student text encoder instead of the teacher's text tower.
+    pub student: Option<&'a StudentOptions>,
     pub index: &'a BuildParams,
     pub out: &'a Path,
 }
@@ -191,6 +208,12 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
     bar.set_style(indicatif::ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed}").expect("valid template"));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let distilled = stages.time("distil", || distill(run, inputs.distill, &bar))?;
+    let student = match inputs.student {
+        Some(options) => {
+            Some(stages.time("student", || distill_student(run, &distilled, inputs.checkpoint, inputs.max_query_tokens, options, &bar))?)
+        }
+        None => None,
+    };
 
     stage(&bar, "int8 vectors and HNSW graph");
     let items = run.space.items();
@@ -202,19 +225,32 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
 
     stage(&bar, "int8 text encoder");
     std::fs::create_dir_all(inputs.out).map_err(file_err(inputs.out))?;
-    let text_encoder = stages.time("text encoder", || text_encoder_part(run.finetuned, inputs.out))?;
+    let text_encoder = stages.time("text encoder", || {
+        let tensors = student.as_ref().map_or_else(|| teacher_text_tower(run.finetuned), Student::tensors);
+        text_encoder_part(&tensors, inputs.out)
+    })?;
 
     stage(&bar, "writing");
     let heads_path = inputs.out.join("heads.safetensors");
-    distilled.vs.save(&heads_path).map_err(|e| BuildError::File { path: heads_path.clone(), reason: e.to_string() })?;
+    // f16: half the download; its relative rounding (2^-11) is well under that of the int8 item vectors the queries meet (2^-8).
+    let mut head_tensors: Vec<(String, Tensor)> = distilled.vs.variables().into_iter().map(|(n, t)| (n, t.to_kind(Kind::Half))).collect();
+    head_tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::write_safetensors(&head_tensors, &heads_path)
+        .map_err(|e| BuildError::File { path: heads_path.clone(), reason: e.to_string() })?;
     let heads = std::fs::read(&heads_path).map_err(file_err(&heads_path))?;
     std::fs::remove_file(&heads_path).map_err(file_err(&heads_path))?;
     let read = |name: &str| {
         let path = inputs.checkpoint.join(name);
         std::fs::read(&path).map_err(file_err(&path))
     };
-    let text_encoder_config: serde_json::Value = serde_json::from_slice(&read("config.json")?)
-        .map_err(|e| BuildError::File { path: inputs.checkpoint.join("config.json"), reason: e.to_string() })?;
+    let (text_encoder_config, tokenizer) = match &student {
+        Some(student) => (student.config.clone(), student.tokenizer_json.clone()),
+        None => (
+            serde_json::from_slice(&read("config.json")?)
+                .map_err(|e| BuildError::File { path: inputs.checkpoint.join("config.json"), reason: e.to_string() })?,
+            read("tokenizer.json")?,
+        ),
+    };
     let model_config = BundleModelConfig {
         text_encoder: text_encoder_config,
         compact: distilled.config.clone(),
@@ -225,7 +261,7 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
         categories,
         text_encoder,
         heads,
-        tokenizer: read("tokenizer.json")?,
+        tokenizer,
         index,
         products,
     };
@@ -251,6 +287,7 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
         index_bytes_per_item: vector_bytes / items.len().max(1) as f64,
         teacher_f32_vector_bytes: (items.len() * distilled.config.teacher_dim * 4) as u64,
         distill: distilled.report,
+        student: student.map(|s| s.report),
     };
     let path = inputs.out.join("build-report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("report serialises")).map_err(file_err(&path))?;

@@ -106,6 +106,11 @@ impl<'a> TeacherSpace<'a> {
         items.map(|i| self.row_of_item.get(&i).map(|&r| r as i64)).collect()
     }
 
+    /// The embedding row of a catalog item (`None` for an item without embeddings).
+    pub fn row_of(&self, item: usize) -> Option<i64> {
+        self.row_of_item.get(&item).map(|&r| r as i64)
+    }
+
     pub fn items(&self) -> &[usize] {
         &self.embeddings.items
     }
@@ -251,7 +256,7 @@ impl TeacherRun<'_> {
 }
 
 /// R@10 of each query (rows of `queries`) finding `answers[i]` among `candidates[i]` (rows of `gallery`).
-fn recall10(queries: &Tensor, gallery: &Tensor, answers: &[i64], candidates: &[&[i64]]) -> f64 {
+pub(crate) fn recall10(queries: &Tensor, gallery: &Tensor, answers: &[i64], candidates: &[&[i64]]) -> f64 {
     // Queries share candidate lists (every val item, or a category's): each
     // list's rows are gathered once and scored against all its queries in one
     // product, which keeps the probe linear in the catalog, not quadratic.
@@ -352,7 +357,7 @@ fn tail_mean(losses: &[f64]) -> f64 {
 }
 
 /// Soft-target cross-entropy (KL up to a constant) of `student` logits against `teacher` probabilities.
-fn soft_ce(student: &Tensor, teacher_probs: &Tensor) -> Tensor {
+pub(crate) fn soft_ce(student: &Tensor, teacher_probs: &Tensor) -> Tensor {
     -(teacher_probs * student.log_softmax(-1, Kind::Float)).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float).mean(Kind::Float)
 }
 

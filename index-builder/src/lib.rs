@@ -8,6 +8,8 @@
 
 //! - [`distill`]: the compact space (projection) and the browser's heads,
 //!   distilled from the teacher ([`heads`] are their tch modules).
+//! - [`student`]: optionally, a smaller text encoder for the browser (fewer
+//!   layers, a pruned vocabulary, [`vocab`]) distilled from the teacher's.
 //! - [`build`]: int8 vectors, HNSW graph, int8 text encoder and the bundle,
 //!   with per-stage timings.
 //! - [`evaluate`]: retrieval through a bundle with the teacher's protocols.
@@ -17,3 +19,5 @@ pub mod distill;
 pub mod embed;
 pub mod evaluate;
 pub mod heads;
+pub mod student;
+pub mod vocab;

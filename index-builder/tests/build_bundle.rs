@@ -8,10 +8,14 @@ use vitrine_core::bundle::{Bundle, Limits};
 use vitrine_core::catalog::{BadRowPolicy, Split};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
+use vitrine_core::model::compact::CompactHeads;
+use vitrine_core::model::quant::LoadOptions;
+use vitrine_core::model::text_encoder::TextEncoder;
 use vitrine_core::tasks::Labels;
 use vitrine_index_builder::build::{build_catalog, bundle_folder, single_file, BuildInputs, EmbeddingSource, StageTimes, Teacher};
 use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::evaluate::evaluate_bundle;
+use vitrine_index_builder::student::StudentOptions;
 use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
 
 mod common;
@@ -30,7 +34,7 @@ fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
     let options = DistillOptions { dim: 128, steps: 40, batch: 32, ..Default::default() };
     let out = dir.path().join("out");
     let params = BuildParams::default();
-    let inputs = BuildInputs { checkpoint: &checkpoint, max_query_tokens: 32, distill: &options, index: &params, out: &out };
+    let inputs = BuildInputs { checkpoint: &checkpoint, max_query_tokens: 32, distill: &options, student: None, index: &params, out: &out };
     let source = EmbeddingSource::Embed(&dir.path().join("embeddings"));
     let report = build_catalog(&teacher, source, &inputs, StageTimes::default()).unwrap();
 
@@ -75,4 +79,67 @@ fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
     // R@k grows with k.
     assert!(figures.tir_full_gallery.windows(2).all(|w| w[0] <= w[1]));
     assert!(figures.ann_recall_at_10 > 90.0, "{}", figures.ann_recall_at_10);
+}
+
+#[test]
+fn a_student_text_encoder_ships_fewer_layers_and_tokens_and_the_browser_engine_runs_it_as_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let common::Setup { catalog, paths, recipe, checkpoint } = common::finetuned_on_generated(dir.path(), 24, 40);
+    let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
+    let finetuned = load_finetuned(&checkpoint, 32, Device::Cpu).unwrap();
+    let inputs =
+        CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), Device::Cpu).unwrap();
+    let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
+    let options = DistillOptions { dim: 64, steps: 40, batch: 32, ..Default::default() };
+    let student = StudentOptions { layers: 2, common_wordpieces: 500, steps: 60, batch: 32, ..Default::default() };
+    let out = dir.path().join("out");
+    let params = BuildParams::default();
+    let inputs = BuildInputs {
+        checkpoint: &checkpoint,
+        max_query_tokens: 32,
+        distill: &options,
+        student: Some(&student),
+        index: &params,
+        out: &out,
+    };
+    let report = build_catalog(&teacher, EmbeddingSource::Embed(&dir.path().join("embeddings")), &inputs, StageTimes::default()).unwrap();
+
+    let stages: Vec<&str> = report.stages.0.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(stages, ["embed", "distil", "student", "index", "text encoder", "write"]);
+    let figures = report.student.as_ref().expect("a student report");
+    assert_eq!(figures.teacher_layers, [2, 5]);
+    assert_eq!(figures.teacher_vocab_size, 30_522);
+    assert!(figures.vocab_size < 30_522 / 4, "{} tokens kept", figures.vocab_size);
+    assert!(figures.final_loss.is_finite());
+
+    let bundle = Bundle::read_folder(&bundle_folder(&out), &Limits::default()).unwrap();
+    let checkpoint_tokenizer = std::fs::metadata(checkpoint.join("tokenizer.json")).unwrap().len() as usize;
+    assert!(bundle.contents.tokenizer.len() < checkpoint_tokenizer / 2);
+    let heads = CompactHeads::from_bytes(&report_config(&bundle), &bundle.contents.heads, "heads").unwrap();
+    let engine = Engine::from_bundle(bundle).unwrap();
+    assert_eq!(engine.config().text_encoder["num_hidden_layers"], 2);
+    assert_eq!(engine.search("a red dress", 5, None).unwrap().len(), 5);
+
+    // The browser's engine (candle, int8 layers, the pruned tokenizer) runs the
+    // student as the build trained it: its queries are as close to the
+    // teacher's as the build measured on the same val titles.
+    let options = LoadOptions { quantize_text_encoder: true, ..Default::default() };
+    let teacher_encoder = TextEncoder::from_dir(&checkpoint, options, 32).unwrap();
+    let titles: Vec<&str> = catalog.items_in(Split::Val).filter(|(_, it)| !it.images.is_empty()).map(|(_, it)| it.title.as_str()).collect();
+    assert_eq!(titles.len(), figures.val_titles);
+    let cosines: Vec<f32> = titles
+        .iter()
+        .map(|title| {
+            let teacher = teacher_encoder.embed(title).unwrap();
+            let teacher = candle_core::Tensor::from_vec(teacher, (1, 384), &candle_core::Device::Cpu).unwrap();
+            let teacher: Vec<f32> = heads.project(&teacher).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+            engine.embed_query(title).unwrap().iter().zip(&teacher).map(|(a, b)| a * b).sum()
+        })
+        .collect();
+    let mean = cosines.iter().map(|&c| f64::from(c)).sum::<f64>() / cosines.len() as f64;
+    assert!((mean - figures.val_cosine_mean).abs() < 0.01, "engine {mean} vs build {}", figures.val_cosine_mean);
+}
+
+fn report_config(bundle: &Bundle) -> vitrine_core::model::compact::CompactConfig {
+    serde_json::from_value(bundle.contents.model_config["compact"].clone()).unwrap()
 }

@@ -16,6 +16,7 @@ use vitrine_index_builder::build::{build_catalog, BuildInputs, EmbeddingSource, 
 use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
 use vitrine_index_builder::evaluate::{comparison_markdown, evaluate_bundle};
+use vitrine_index_builder::student::StudentOptions;
 use vitrine_trainer::checkpoint;
 use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
 use vitrine_trainer::recipe::Recipe;
@@ -54,6 +55,21 @@ struct ModelArgs {
     cache: Option<PathBuf>,
 }
 
+/// The browser's text encoder: the teacher's text tower (default) or a distilled student.
+#[derive(clap::Args)]
+struct StudentArgs {
+    /// Ship a student text encoder with this many layers (evenly spaced teacher layers,
+    /// a pruned vocabulary, distilled from the teacher): faster queries, a smaller bundle.
+    #[arg(long)]
+    student_layers: Option<usize>,
+    /// The most frequent wordpieces the student keeps besides the catalog's own tokens.
+    #[arg(long, default_value_t = StudentOptions::default().common_wordpieces)]
+    student_wordpieces: usize,
+    /// Distillation steps of the student.
+    #[arg(long, default_value_t = StudentOptions::default().steps)]
+    student_steps: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Builds the bundle: embeds the catalog (resuming an earlier run in <out>/embeddings),
@@ -84,6 +100,8 @@ enum Command {
         image_weight: Option<f32>,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        #[command(flatten)]
+        student: StudentArgs,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
@@ -162,7 +180,7 @@ fn read_bundle(path: &std::path::Path) -> Result<Bundle> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build { source, model, embeddings, shards, dim, steps, max_examples, image_weight, seed, out } => {
+        Command::Build { source, model, embeddings, shards, dim, steps, max_examples, image_weight, seed, student, out } => {
             let mut stages = StageTimes::default();
             let (catalog, labels, recipe, dir, finetuned, inputs) = stages.time("load", || -> Result<_> {
                 let catalog = open_catalog(&source)?;
@@ -181,9 +199,22 @@ fn run(cli: Cli) -> Result<()> {
                 None => EmbeddingSource::Embed(&out.join("embeddings")),
             };
             let distill = DistillOptions { dim, steps, max_examples, image_weight, seed, ..Default::default() };
+            let student = student.student_layers.map(|layers| StudentOptions {
+                layers,
+                common_wordpieces: student.student_wordpieces,
+                steps: student.student_steps,
+                seed,
+                ..Default::default()
+            });
             let params = BuildParams::default();
-            let build_inputs =
-                BuildInputs { checkpoint: &dir, max_query_tokens: recipe.max_text_tokens, distill: &distill, index: &params, out: &out };
+            let build_inputs = BuildInputs {
+                checkpoint: &dir,
+                max_query_tokens: recipe.max_text_tokens,
+                distill: &distill,
+                student: student.as_ref(),
+                index: &params,
+                out: &out,
+            };
             let report = build_catalog(&teacher, source, &build_inputs, stages)?;
             println!("stage times:");
             for (stage, seconds) in &report.stages.0 {
@@ -196,6 +227,21 @@ fn run(cli: Cli) -> Result<()> {
                 d.image_weight_scores.iter().map(|(w, s)| format!("{w:.1}→{s:.1}")).collect::<Vec<_>>().join(" ")
             );
             println!("val title → product R@10: teacher space {:.2}, compact {:.2}", d.val_title_r10_teacher, d.val_title_r10_compact);
+            if let Some(s) = &report.student {
+                println!(
+                    "student text encoder: {} layers (teacher layers {:?}), {} of {} tokens; val title R@10 with teacher queries {:.2}, \
+                     student {:.2} (before distillation {:.2}); cosine to the teacher's queries mean {:.4}, min {:.4}",
+                    s.teacher_layers.len(),
+                    s.teacher_layers,
+                    s.vocab_size,
+                    s.teacher_vocab_size,
+                    s.val_title_r10_teacher,
+                    s.val_title_r10_student,
+                    s.val_title_r10_student_start,
+                    s.val_cosine_mean,
+                    s.val_cosine_min
+                );
+            }
             println!("bundle: {} items, {} dims (teacher {}):", report.items, report.dims, report.teacher_dims);
             for (part, bytes) in &report.part_bytes {
                 println!("  {part:<14} {bytes:>12} bytes");
