@@ -78,6 +78,9 @@ pub struct NightlyArgs {
     /// Width of the bundle's compact space (default: vitrine-index's).
     #[arg(long)]
     dim: Option<usize>,
+    /// Ship a distilled student text encoder of this many layers (`vitrine-index build --student-layers`).
+    #[arg(long)]
+    student_layers: Option<usize>,
     /// Skip bad catalog rows (reported) instead of failing.
     #[arg(long)]
     skip_bad_rows: bool,
@@ -397,6 +400,9 @@ fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit, stages: &mut Stages) 
         }
         if let Some(dim) = args.dim {
             command.arg("--dim").arg(dim.to_string());
+        }
+        if let Some(layers) = args.student_layers {
+            command.arg("--student-layers").arg(layers.to_string());
         }
         if args.skip_bad_rows {
             command.arg("--skip-bad-rows");

@@ -23,7 +23,7 @@ function loadVitrine(name, bundle, k) {
         return { ids: results.map((r) => r.id), groups: results.map((r) => r.groupId), ms };
       },
     };
-    return { page_ms: performance.now() - started, worker_ms: ready.ms, bytes: ready.bytes, products: ready.productCount };
+    return { page_ms: performance.now() - started, worker_ms: ready.ms, bytes: ready.bytes, products: ready.productCount, memory_bytes: ready.memoryBytes };
   });
 }
 
