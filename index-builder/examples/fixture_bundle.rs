@@ -88,8 +88,15 @@ fn main() -> Result<()> {
     let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     let options = DistillOptions { dim: 64, steps: 300, batch: 32, ..Default::default() };
     let params = BuildParams::default();
-    let build_inputs =
-        BuildInputs { checkpoint: &run.checkpoint, max_query_tokens: 32, distill: &options, student: None, index: &params, out: &out };
+    let build_inputs = BuildInputs {
+        checkpoint: &run.checkpoint,
+        max_query_tokens: 32,
+        distill: &options,
+        student: None,
+        text_encoder_bits: Default::default(),
+        index: &params,
+        out: &out,
+    };
     let report = build_catalog(&teacher, EmbeddingSource::Embed(&work.join("embeddings")), &build_inputs, StageTimes::default())?;
     std::fs::remove_dir_all(&work).ok();
 

@@ -12,7 +12,7 @@ use vitrine_core::bundle::{category_ids, BundleContents, Manifest, Product};
 use vitrine_core::catalog::Catalog;
 use vitrine_core::engine::BundleModelConfig;
 use vitrine_core::index::{AnnIndex, BuildParams};
-use vitrine_core::model::quant::quantize_safetensors;
+use vitrine_core::model::quant::{quantize_safetensors_to, StoredBits};
 use vitrine_core::tasks::Labels;
 use vitrine_trainer::finetune::CatalogInputs;
 use vitrine_trainer::finetune::Finetuned;
@@ -111,12 +111,12 @@ fn teacher_text_tower(finetuned: &Finetuned) -> Vec<(String, Tensor)> {
     tensors
 }
 
-/// A text tower as safetensors bytes with int8 linear layers.
-fn text_encoder_part(tensors: &[(String, Tensor)], scratch: &Path) -> Result<Vec<u8>, BuildError> {
+/// A text tower as safetensors bytes with its matrices in int8 or 4 bits.
+fn text_encoder_part(tensors: &[(String, Tensor)], scratch: &Path, bits: StoredBits) -> Result<Vec<u8>, BuildError> {
     let path = scratch.join("text-encoder-f32.safetensors");
     Tensor::write_safetensors(tensors, &path).map_err(|e| BuildError::File { path: path.clone(), reason: e.to_string() })?;
     let bytes = std::fs::read(&path).map_err(file_err(&path))?;
-    let (int8, _) = quantize_safetensors(&bytes, &path.display().to_string())?;
+    let (int8, _) = quantize_safetensors_to(&bytes, &path.display().to_string(), bits)?;
     std::fs::remove_file(&path).map_err(file_err(&path))?;
     Ok(int8)
 }
@@ -147,6 +147,8 @@ pub struct BuildInputs<'a> {
     pub distill: &'a DistillOptions,
     /// Ship a distilled student text encoder instead of the teacher's text tower.
     pub student: Option<&'a StudentOptions>,
+    /// How the text encoder's matrices are stored: int8, or 4 bits widened to int8 when loaded.
+    pub text_encoder_bits: StoredBits,
     pub index: &'a BuildParams,
     pub out: &'a Path,
 }
@@ -223,11 +225,11 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
     let vectors: Vec<f32> = Vec::<f32>::try_from(distilled.products.flatten(0, -1)).expect("f32 vectors");
     let index = stages.time("index", || AnnIndex::build(dims, &vectors, ids, inputs.index))?;
 
-    stage(&bar, "int8 text encoder");
+    stage(&bar, "quantised text encoder");
     std::fs::create_dir_all(inputs.out).map_err(file_err(inputs.out))?;
     let text_encoder = stages.time("text encoder", || {
         let tensors = student.as_ref().map_or_else(|| teacher_text_tower(run.finetuned), Student::tensors);
-        text_encoder_part(&tensors, inputs.out)
+        text_encoder_part(&tensors, inputs.out, inputs.text_encoder_bits)
     })?;
 
     stage(&bar, "writing");

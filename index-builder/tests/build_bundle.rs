@@ -9,7 +9,7 @@ use vitrine_core::catalog::{BadRowPolicy, Split};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
 use vitrine_core::model::compact::CompactHeads;
-use vitrine_core::model::quant::LoadOptions;
+use vitrine_core::model::quant::{LoadOptions, StoredBits};
 use vitrine_core::model::text_encoder::TextEncoder;
 use vitrine_core::tasks::Labels;
 use vitrine_index_builder::build::{build_catalog, bundle_folder, single_file, BuildInputs, EmbeddingSource, StageTimes, Teacher};
@@ -34,7 +34,15 @@ fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
     let options = DistillOptions { dim: 128, steps: 40, batch: 32, ..Default::default() };
     let out = dir.path().join("out");
     let params = BuildParams::default();
-    let inputs = BuildInputs { checkpoint: &checkpoint, max_query_tokens: 32, distill: &options, student: None, index: &params, out: &out };
+    let inputs = BuildInputs {
+        checkpoint: &checkpoint,
+        max_query_tokens: 32,
+        distill: &options,
+        student: None,
+        text_encoder_bits: Default::default(),
+        index: &params,
+        out: &out,
+    };
     let source = EmbeddingSource::Embed(&dir.path().join("embeddings"));
     let report = build_catalog(&teacher, source, &inputs, StageTimes::default()).unwrap();
 
@@ -82,7 +90,7 @@ fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
 }
 
 #[test]
-fn a_student_text_encoder_ships_fewer_layers_and_tokens_and_the_browser_engine_runs_it_as_trained() {
+fn a_student_text_encoder_in_four_bits_ships_fewer_layers_and_tokens_and_the_browser_engine_runs_it_as_trained() {
     let dir = tempfile::tempdir().unwrap();
     let common::Setup { catalog, paths, recipe, checkpoint } = common::finetuned_on_generated(dir.path(), 24, 40);
     let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
@@ -99,6 +107,7 @@ fn a_student_text_encoder_ships_fewer_layers_and_tokens_and_the_browser_engine_r
         max_query_tokens: 32,
         distill: &options,
         student: Some(&student),
+        text_encoder_bits: StoredBits::Int4,
         index: &params,
         out: &out,
     };

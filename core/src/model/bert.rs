@@ -127,13 +127,17 @@ impl BertConfig {
 }
 
 /// The prefix of the text encoder's names among `names`: the shortest one
-/// before [`WORD_EMBEDDINGS`] or its int8 form (`bert.` in a checkpoint,
+/// before [`WORD_EMBEDDINGS`] or its int8 or 4-bit form (`bert.` in a checkpoint,
 /// where `fusion_bert.` may follow; none in a Hugging Face folder).
 pub fn text_prefix(names: &[String]) -> Option<String> {
-    let int8 = WORD_EMBEDDINGS.replace(".weight", &format!(".{}", super::quant::INT8_SUFFIX));
+    // The table may be stored as f32, int8 or 4-bit values.
+    let stored: Vec<String> = [super::quant::INT8_SUFFIX, super::quant::INT4_SUFFIX]
+        .iter()
+        .map(|suffix| WORD_EMBEDDINGS.replace(".weight", &format!(".{suffix}")))
+        .collect();
     names
         .iter()
-        .filter_map(|n| n.strip_suffix(WORD_EMBEDDINGS).or_else(|| n.strip_suffix(int8.as_str())))
+        .filter_map(|n| n.strip_suffix(WORD_EMBEDDINGS).or_else(|| stored.iter().find_map(|s| n.strip_suffix(s.as_str()))))
         .min_by_key(|p| (p.len(), *p))
         .map(str::to_string)
 }

@@ -12,6 +12,15 @@
 //! which are dequantised when loaded: int8 there saves download, not compute.
 //! Position embeddings, LayerNorms, the pooler and the heads stay f32.
 //!
+//! Stored in 4 bits ([`StoredBits::Int4`], for the smallest download): the
+//! layer stores `<name>.weight_int4` (`U8`, `[out, in / 2]`, two values per
+//! byte, the even column in the low nibble, each value `v` in −7..=7 stored as
+//! `v + 8`) and `<name>.weight_int4_scale` (`F16`, `[out, in / 32]`): one
+//! scale per group of 32 inputs, `max |group| / 7`. Such a layer is widened to
+//! the int8 form above when it is loaded, so it computes as int8 does; only the
+//! rounding of the 4-bit values is added. Matrices whose input width is not a
+//! multiple of 32 stay in int8.
+//!
 //! Two ways to multiply with int8 weights ([`Int8Kernel`]):
 //! - [`Int8Kernel::PerChannel`]: a kernel of our own. Each activation row is
 //!   quantised to 16 bits with its own scale (the int8 weights are widened to
@@ -43,6 +52,22 @@ use super::{bert, ModelError};
 pub const INT8_SUFFIX: &str = "weight_int8";
 /// Suffix of a layer's per-output-channel scales.
 pub const SCALE_SUFFIX: &str = "weight_scale";
+/// Suffix of a layer's packed 4-bit weight values.
+pub const INT4_SUFFIX: &str = "weight_int4";
+/// Suffix of a layer's 4-bit group scales.
+pub const INT4_SCALE_SUFFIX: &str = "weight_int4_scale";
+/// Inputs that share one 4-bit scale.
+pub const INT4_GROUP: usize = 32;
+
+/// The precision [`quantize_safetensors`] stores the text encoder's matrices in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoredBits {
+    /// Per-output-channel int8: what the kernels compute with.
+    #[default]
+    Int8,
+    /// 4-bit groups of 32 inputs, widened to int8 when loaded: half the bytes.
+    Int4,
+}
 
 /// How int8 layers multiply; see the module documentation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,8 +137,14 @@ impl Int8Matrix {
 
     /// The f32 matrix the int8 values stand for.
     /// The int8 matrix `name.weight_int8` × `name.weight_scale` of `rows × cols`
-    /// when the file stores one (`None` when it stores `name.weight` instead).
+    /// when the file stores one, or the int8 form of its 4-bit matrix
+    /// (`name.weight_int4`, `name.weight_int4_scale`); `None` when it stores
+    /// `name.weight` instead.
     pub fn read(weights: &Weights, name: &str, rows: usize, cols: usize) -> Result<Option<Self>, ModelError> {
+        let int4_name = format!("{name}.{INT4_SUFFIX}");
+        if weights.contains(&int4_name) {
+            return read_int4(weights, &int4_name, &format!("{name}.{INT4_SCALE_SUFFIX}"), rows, cols).map(Some);
+        }
         let int8_name = format!("{name}.{INT8_SUFFIX}");
         if !weights.contains(&int8_name) {
             return Ok(None);
@@ -194,6 +225,47 @@ impl Int8Matrix {
             }
         }
     }
+}
+
+/// The 4-bit matrix `values_name` (packed) with its group scales, widened to int8.
+fn read_int4(weights: &Weights, values_name: &str, scales_name: &str, rows: usize, cols: usize) -> Result<Int8Matrix, ModelError> {
+    let invalid =
+        |reason: String| ModelError::InvalidTensor { origin: weights.origin().to_string(), name: values_name.to_string(), reason };
+    if cols % INT4_GROUP != 0 {
+        return Err(invalid(format!("4-bit matrices need an input width that is a multiple of {INT4_GROUP}, not {cols}")));
+    }
+    let packed = weights.u8(values_name, &[rows, cols / 2])?;
+    let scales = weights.f32(scales_name, &[rows, cols / INT4_GROUP])?.flatten_all()?.to_vec1::<f32>()?;
+    let mut dense = Vec::with_capacity(rows * cols);
+    for (i, &byte) in packed.iter().enumerate() {
+        for nibble in [byte & 0x0f, byte >> 4] {
+            // 0 would stand for −8, which has no positive twin.
+            if nibble == 0 {
+                return Err(invalid(format!("byte {i} holds the nibble 0; 4-bit values are stored as 1..=15 (−7..=7 plus 8)")));
+            }
+            let column = dense.len() % cols;
+            let scale = scales[dense.len() / cols * (cols / INT4_GROUP) + column / INT4_GROUP];
+            dense.push(f32::from(i8::try_from(nibble).expect("a nibble") - 8) * scale);
+        }
+    }
+    Ok(Int8Matrix::quantize(&dense, rows, cols))
+}
+
+/// Packs a row-major f32 matrix `[rows, cols]` (`cols` a multiple of [`INT4_GROUP`])
+/// into 4-bit values and their group scales (see the module documentation).
+fn quantize_int4(values: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<half::f16>) {
+    let mut packed = Vec::with_capacity(rows * cols / 2);
+    let mut scales = Vec::with_capacity(rows * cols / INT4_GROUP);
+    for group in values.chunks_exact(INT4_GROUP) {
+        let max = group.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = half::f16::from_f32(max / 7.0);
+        // The stored (rounded) scale is the one values are divided by, so that they round to what the reader multiplies back.
+        let inverse = if scale.to_f32() > 0.0 { 1.0 / scale.to_f32() } else { 0.0 };
+        let code = |x: f32| ((x * inverse).round().clamp(-7.0, 7.0) as i8 + 8) as u8;
+        packed.extend(group.chunks_exact(2).map(|pair| code(pair[0]) | (code(pair[1]) << 4)));
+        scales.push(scale);
+    }
+    (packed, scales)
 }
 
 /// Rows from which a native matmul runs on every core.
@@ -492,6 +564,11 @@ pub struct QuantizeReport {
 /// text encoder is the BERT whose `embeddings.word_embeddings.weight` has the
 /// shortest prefix (`bert.` in a checkpoint, none in a Hugging Face folder).
 pub fn quantize_safetensors(bytes: &[u8], origin: &str) -> Result<(Vec<u8>, QuantizeReport), ModelError> {
+    quantize_safetensors_to(bytes, origin, StoredBits::Int8)
+}
+
+/// [`quantize_safetensors`] with the matrices stored in `bits`.
+pub fn quantize_safetensors_to(bytes: &[u8], origin: &str, bits: StoredBits) -> Result<(Vec<u8>, QuantizeReport), ModelError> {
     let file =
         SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors { origin: origin.to_string(), reason: e.to_string() })?;
     let names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
@@ -506,8 +583,22 @@ pub fn quantize_safetensors(bytes: &[u8], origin: &str) -> Result<(Vec<u8>, Quan
         if int8 && view.dtype() == Dtype::F32 && view.shape().len() == 2 {
             let (rows, cols) = (view.shape()[0], view.shape()[1]);
             let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            let matrix = Int8Matrix::quantize(&values, rows, cols);
             let layer = name.strip_suffix(".weight").expect("a weight name ends in .weight");
+            layers.push(layer.to_string());
+            if bits == StoredBits::Int4 && cols % INT4_GROUP == 0 {
+                let (packed, scales) = quantize_int4(&values, rows, cols);
+                written.push((format!("{layer}.{INT4_SUFFIX}"), Written { dtype: Dtype::U8, shape: vec![rows, cols / 2], data: packed }));
+                written.push((
+                    format!("{layer}.{INT4_SCALE_SUFFIX}"),
+                    Written {
+                        dtype: Dtype::F16,
+                        shape: vec![rows, cols / INT4_GROUP],
+                        data: scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                    },
+                ));
+                continue;
+            }
+            let matrix = Int8Matrix::quantize(&values, rows, cols);
             written.push((
                 format!("{layer}.{INT8_SUFFIX}"),
                 Written { dtype: Dtype::I8, shape: vec![rows, cols], data: matrix.values.iter().map(|&v| v as u8).collect() },
@@ -516,16 +607,19 @@ pub fn quantize_safetensors(bytes: &[u8], origin: &str) -> Result<(Vec<u8>, Quan
                 format!("{layer}.{SCALE_SUFFIX}"),
                 Written { dtype: Dtype::F32, shape: vec![rows], data: matrix.scales.iter().flat_map(|s| s.to_le_bytes()).collect() },
             ));
-            layers.push(layer.to_string());
         } else {
             written.push((name.to_string(), Written { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data().to_vec() }));
         }
     }
     layers.sort();
-    let metadata = HashMap::from([(
-        "vitrine_int8".to_string(),
-        "per-output-channel symmetric int8: <layer>.weight_int8 × <layer>.weight_scale".to_string(),
-    )]);
+    let metadata = HashMap::from([
+        ("vitrine_int8".to_string(), "per-output-channel symmetric int8: <layer>.weight_int8 × <layer>.weight_scale".to_string()),
+        (
+            "vitrine_int4".to_string(),
+            "4-bit groups of 32 inputs: <layer>.weight_int4 (two values v + 8 per byte, low nibble first) × <layer>.weight_int4_scale"
+                .to_string(),
+        ),
+    ]);
     let out = safetensors::serialize(written.iter().map(|(n, w)| (n.as_str(), w)), Some(metadata))
         .map_err(|e| ModelError::Safetensors { origin: origin.to_string(), reason: e.to_string() })?;
     let report = QuantizeReport { layers, bytes_before: bytes.len(), bytes_after: out.len() };
@@ -631,5 +725,74 @@ mod tests {
         assert!(!is_text_encoder_linear("fusion_bert.encoder.layer.0.output.dense.weight", "bert."));
         assert!(!is_text_encoder_linear("bert.pooler.dense.weight", "bert."));
         assert!(!is_text_encoder_linear("heads.itm.weight", "bert."));
+    }
+
+    /// A safetensors file with f32 tensors.
+    fn f32_file(tensors: &[(&str, Vec<usize>, &[f32])]) -> Vec<u8> {
+        let written: Vec<(String, Written)> = tensors
+            .iter()
+            .map(|(name, shape, values)| {
+                let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.to_string(), Written { dtype: Dtype::F32, shape: shape.clone(), data })
+            })
+            .collect();
+        safetensors::serialize(written.iter().map(|(n, w)| (n.as_str(), w)), None).unwrap()
+    }
+
+    #[test]
+    fn four_bit_matrices_read_back_within_their_rounding_and_odd_widths_stay_int8() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (words, query, intermediate) = (random(10 * 64, &mut rng), random(64 * 64, &mut rng), random(48 * 40, &mut rng));
+        let file = f32_file(&[
+            ("bert.embeddings.word_embeddings.weight", vec![10, 64], &words),
+            ("bert.encoder.layer.0.attention.self.query.weight", vec![64, 64], &query),
+            // 40 inputs: not a multiple of the group, so int8.
+            ("bert.encoder.layer.0.intermediate.dense.weight", vec![48, 40], &intermediate),
+        ]);
+        let (int4, report) = quantize_safetensors_to(&file, "test", StoredBits::Int4).unwrap();
+        assert_eq!(report.layers.len(), 3);
+        let (int8, _) = quantize_safetensors(&file, "test").unwrap();
+        assert!(int4.len() < int8.len());
+        let weights = Weights::from_bytes(&int4, "test").unwrap();
+        assert!(weights.contains("bert.encoder.layer.0.attention.self.query.weight_int4"));
+        assert!(weights.contains("bert.encoder.layer.0.intermediate.dense.weight_int8"));
+        for (name, rows, cols, original) in [
+            ("bert.embeddings.word_embeddings", 10, 64, &words),
+            ("bert.encoder.layer.0.attention.self.query", 64, 64, &query),
+            ("bert.encoder.layer.0.intermediate.dense", 48, 40, &intermediate),
+        ] {
+            let back = Int8Matrix::read(&weights, name, rows, cols).unwrap().unwrap().dequantize();
+            // Half a 4-bit step of the group (values in −1..1: at most 1/14),
+            // an f16 scale, and half an int8 step of the row on top.
+            let worst = back.iter().zip(original.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1.0 / 14.0 + 1.0 / 254.0 + 1e-3, "{name}: {worst}");
+            assert!(worst > 0.0);
+        }
+    }
+
+    #[test]
+    fn broken_four_bit_matrices_are_named() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let query = random(32 * 32, &mut rng);
+        let file = f32_file(&[
+            ("bert.embeddings.word_embeddings.weight", vec![2, 32], &[0.5; 64]),
+            ("bert.encoder.layer.0.attention.self.query.weight", vec![32, 32], &query),
+        ]);
+        let (int4, _) = quantize_safetensors_to(&file, "test", StoredBits::Int4).unwrap();
+        let name = "bert.encoder.layer.0.attention.self.query";
+        // A zero nibble (−8) in the first byte of the values.
+        let header = u64::from_le_bytes(int4[..8].try_into().unwrap()) as usize;
+        let values = SafeTensors::deserialize(&int4).unwrap();
+        let offset = values.tensor(&format!("{name}.{INT4_SUFFIX}")).unwrap().data().as_ptr() as usize - int4.as_ptr() as usize;
+        assert!(offset >= 8 + header);
+        let mut broken = int4.clone();
+        broken[offset] &= 0xf0;
+        let weights = Weights::from_bytes(&broken, "broken").unwrap();
+        let err = Int8Matrix::read(&weights, name, 32, 32).unwrap_err().to_string();
+        assert!(err.contains(&format!("{name}.{INT4_SUFFIX}")) && err.contains("byte 0"), "{err}");
+        // Scales of the wrong shape.
+        let weights = Weights::from_bytes(&int4, "test").unwrap();
+        let err = Int8Matrix::read(&weights, name, 32, 64).unwrap_err().to_string();
+        assert!(err.contains(INT4_SUFFIX), "{err}");
     }
 }

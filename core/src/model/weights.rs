@@ -75,6 +75,15 @@ impl<'a> Weights<'a> {
         Ok(view.load(&self.device)?.to_dtype(DType::F32)?)
     }
 
+    /// The bytes of the u8 tensor `name` of exactly `shape` (row-major).
+    pub fn u8(&self, name: &str, shape: &[usize]) -> Result<&[u8], ModelError> {
+        let view = self.view(name, shape)?;
+        if view.dtype() != Dtype::U8 {
+            return Err(self.dtype_error(name, "U8", view.dtype()));
+        }
+        Ok(view.data())
+    }
+
     /// The values of the int8 tensor `name` of exactly `shape` (row-major).
     pub fn int8(&self, name: &str, shape: &[usize]) -> Result<Vec<i8>, ModelError> {
         let view = self.view(name, shape)?;

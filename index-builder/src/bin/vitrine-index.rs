@@ -11,6 +11,7 @@ use vitrine_core::catalog::Split;
 use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
+use vitrine_core::model::quant::StoredBits;
 use vitrine_core::tasks::Labels;
 use vitrine_index_builder::build::{build_catalog, BuildInputs, EmbeddingSource, StageTimes, Teacher};
 use vitrine_index_builder::distill::DistillOptions;
@@ -68,6 +69,18 @@ struct StudentArgs {
     /// Distillation steps of the student.
     #[arg(long, default_value_t = StudentOptions::default().steps)]
     student_steps: usize,
+    /// Bits of the text encoder's stored matrices: 8, or 4 (half the download; widened to int8 when loaded).
+    #[arg(long, value_enum, default_value = "8")]
+    text_encoder_bits: Bits,
+}
+
+/// Precision of the stored text encoder matrices.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Bits {
+    #[value(name = "8")]
+    Eight,
+    #[value(name = "4")]
+    Four,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => EmbeddingSource::Embed(&out.join("embeddings")),
             };
             let distill = DistillOptions { dim, steps, max_examples, image_weight, seed, ..Default::default() };
+            let text_encoder_bits = student.text_encoder_bits;
             let student = student.student_layers.map(|layers| StudentOptions {
                 layers,
                 common_wordpieces: student.student_wordpieces,
@@ -212,6 +226,10 @@ fn run(cli: Cli) -> Result<()> {
                 max_query_tokens: recipe.max_text_tokens,
                 distill: &distill,
                 student: student.as_ref(),
+                text_encoder_bits: match text_encoder_bits {
+                    Bits::Eight => StoredBits::Int8,
+                    Bits::Four => StoredBits::Int4,
+                },
                 index: &params,
                 out: &out,
             };
