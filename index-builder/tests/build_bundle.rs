@@ -3,6 +3,8 @@
 //! loads it, the compact space keeps the teacher's retrieval, and the bundle
 //! evaluates with the teacher's protocols.
 
+use std::path::Path;
+
 use tch::Device;
 use vitrine_core::bundle::{Bundle, Limits};
 use vitrine_core::catalog::{BadRowPolicy, Split};
@@ -12,7 +14,9 @@ use vitrine_core::model::compact::CompactHeads;
 use vitrine_core::model::quant::{LoadOptions, StoredBits};
 use vitrine_core::model::text_encoder::TextEncoder;
 use vitrine_core::tasks::Labels;
-use vitrine_index_builder::build::{build_catalog, bundle_folder, single_file, BuildInputs, EmbeddingSource, StageTimes, Teacher};
+use vitrine_index_builder::build::{
+    build_catalog, bundle_folder, single_file, BuildInputs, BuildReport, EmbeddingSource, StageTimes, Teacher,
+};
 use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::evaluate::evaluate_bundle;
 use vitrine_index_builder::student::StudentOptions;
@@ -20,31 +24,29 @@ use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
 
 mod common;
 
+/// A briefly fine-tuned model on a generated catalog, built into a bundle in `<dir>/out`.
+fn build(dir: &Path, distill: &DistillOptions, student: Option<&StudentOptions>, bits: StoredBits) -> (common::Setup, BuildReport) {
+    let setup = common::finetuned_on_generated(dir, 24, 40);
+    let common::Setup { catalog, paths, recipe, checkpoint } = &setup;
+    let labels = Labels::from_catalog(catalog, BadRowPolicy::Skip).unwrap();
+    let finetuned = load_finetuned(checkpoint, 32, Device::Cpu).unwrap();
+    let inputs = CatalogInputs::new(catalog, &finetuned.tokenizer, recipe, &paths.image_encoder, &dir.join("cache"), Device::Cpu).unwrap();
+    let teacher = Teacher { finetuned: &finetuned, catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
+    let out = dir.join("out");
+    let params = BuildParams::default();
+    let inputs = BuildInputs { checkpoint, max_query_tokens: 32, distill, student, text_encoder_bits: bits, index: &params, out: &out };
+    let report = build_catalog(&teacher, EmbeddingSource::Embed(&dir.join("embeddings")), &inputs, StageTimes::default()).unwrap();
+    (setup, report)
+}
+
 #[test]
 fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
     let dir = tempfile::tempdir().unwrap();
-    let common::Setup { catalog, paths, recipe, checkpoint } = common::finetuned_on_generated(dir.path(), 24, 40);
-    let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
-    let finetuned = load_finetuned(&checkpoint, 32, Device::Cpu).unwrap();
-    let inputs =
-        CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), Device::Cpu).unwrap();
-    let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     // Wider than the train split has product and text vectors: the projection
     // still starts from `dim` principal directions.
     let options = DistillOptions { dim: 128, steps: 40, batch: 32, ..Default::default() };
+    let (common::Setup { catalog, .. }, report) = build(dir.path(), &options, None, StoredBits::Int8);
     let out = dir.path().join("out");
-    let params = BuildParams::default();
-    let inputs = BuildInputs {
-        checkpoint: &checkpoint,
-        max_query_tokens: 32,
-        distill: &options,
-        student: None,
-        text_encoder_bits: Default::default(),
-        index: &params,
-        out: &out,
-    };
-    let source = EmbeddingSource::Embed(&dir.path().join("embeddings"));
-    let report = build_catalog(&teacher, source, &inputs, StageTimes::default()).unwrap();
 
     assert_eq!(report.items, catalog.items.iter().filter(|it| !it.images.is_empty()).count());
     assert_eq!(report.dims, 128);
@@ -92,26 +94,10 @@ fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
 #[test]
 fn a_student_text_encoder_in_four_bits_ships_fewer_layers_and_tokens_and_the_browser_engine_runs_it_as_trained() {
     let dir = tempfile::tempdir().unwrap();
-    let common::Setup { catalog, paths, recipe, checkpoint } = common::finetuned_on_generated(dir.path(), 24, 40);
-    let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
-    let finetuned = load_finetuned(&checkpoint, 32, Device::Cpu).unwrap();
-    let inputs =
-        CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), Device::Cpu).unwrap();
-    let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     let options = DistillOptions { dim: 64, steps: 40, batch: 32, ..Default::default() };
     let student = StudentOptions { layers: 2, common_wordpieces: 500, steps: 60, batch: 32, ..Default::default() };
+    let (common::Setup { catalog, checkpoint, .. }, report) = build(dir.path(), &options, Some(&student), StoredBits::Int4);
     let out = dir.path().join("out");
-    let params = BuildParams::default();
-    let inputs = BuildInputs {
-        checkpoint: &checkpoint,
-        max_query_tokens: 32,
-        distill: &options,
-        student: Some(&student),
-        text_encoder_bits: StoredBits::Int4,
-        index: &params,
-        out: &out,
-    };
-    let report = build_catalog(&teacher, EmbeddingSource::Embed(&dir.path().join("embeddings")), &inputs, StageTimes::default()).unwrap();
 
     let stages: Vec<&str> = report.stages.0.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(stages, ["embed", "distil", "student", "index", "text encoder", "write"]);
