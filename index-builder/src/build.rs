@@ -46,6 +46,11 @@ fn file_err(path: &Path) -> impl Fn(std::io::Error) -> BuildError + '_ {
     move |e| BuildError::File { path: path.to_path_buf(), reason: e.to_string() }
 }
 
+/// The bytes of `path`; an error names it.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(file_err(path))
+}
+
 /// Shows what the build is doing: on the progress line, and in the log (which
 /// is what a job without a terminal keeps).
 pub fn stage(bar: &indicatif::ProgressBar, what: impl Into<std::borrow::Cow<'static, str>>) {
@@ -98,27 +103,27 @@ pub fn single_file(out: &Path) -> PathBuf {
     out.join("catalog.vitrine")
 }
 
-/// The teacher's text tower (`bert.*` and `embedding_scale`).
-fn teacher_text_tower(finetuned: &Finetuned) -> Vec<(String, Tensor)> {
-    let mut tensors: Vec<(String, Tensor)> = finetuned
-        .vs
-        .variables()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("bert.") || n == "embedding_scale")
-        .map(|(n, t)| (n, t.to_kind(Kind::Float)))
-        .collect();
+/// The variables of `vs` that `keep` names, as `kind`, sorted by name.
+fn variables(vs: &tch::nn::VarStore, keep: impl Fn(&str) -> bool, kind: Kind) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> =
+        vs.variables().into_iter().filter(|(n, _)| keep(n)).map(|(n, t)| (n, t.to_kind(kind))).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     tensors
+}
+
+/// `tensors` as safetensors bytes, through the scratch file `path` (tch writes files only).
+fn safetensors_bytes(tensors: &[(String, Tensor)], path: &Path) -> Result<Vec<u8>, BuildError> {
+    Tensor::write_safetensors(tensors, path).map_err(|e| BuildError::File { path: path.to_path_buf(), reason: e.to_string() })?;
+    let bytes = read_file(path)?;
+    std::fs::remove_file(path).map_err(file_err(path))?;
+    Ok(bytes)
 }
 
 /// A text tower as safetensors bytes with its matrices in int8 or 4 bits.
 fn text_encoder_part(tensors: &[(String, Tensor)], scratch: &Path, bits: StoredBits) -> Result<Vec<u8>, BuildError> {
     let path = scratch.join("text-encoder-f32.safetensors");
-    Tensor::write_safetensors(tensors, &path).map_err(|e| BuildError::File { path: path.clone(), reason: e.to_string() })?;
-    let bytes = std::fs::read(&path).map_err(file_err(&path))?;
-    let (int8, _) = quantize_safetensors_to(&bytes, &path.display().to_string(), bits)?;
-    std::fs::remove_file(&path).map_err(file_err(&path))?;
-    Ok(int8)
+    let (quantised, _) = quantize_safetensors_to(&safetensors_bytes(tensors, &path)?, &path.display().to_string(), bits)?;
+    Ok(quantised)
 }
 
 /// The products of the embedded items, in their order.
@@ -228,23 +233,16 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
     stage(&bar, "quantised text encoder");
     std::fs::create_dir_all(inputs.out).map_err(file_err(inputs.out))?;
     let text_encoder = stages.time("text encoder", || {
-        let tensors = student.as_ref().map_or_else(|| teacher_text_tower(run.finetuned), Student::tensors);
+        // The teacher's text tower: `bert.*` and `embedding_scale`.
+        let teacher = || variables(&run.finetuned.vs, |n| n.starts_with("bert.") || n == "embedding_scale", Kind::Float);
+        let tensors = student.as_ref().map_or_else(teacher, Student::tensors);
         text_encoder_part(&tensors, inputs.out, inputs.text_encoder_bits)
     })?;
 
     stage(&bar, "writing");
-    let heads_path = inputs.out.join("heads.safetensors");
     // f16: half the download; its relative rounding (2^-11) is well under that of the int8 item vectors the queries meet (2^-8).
-    let mut head_tensors: Vec<(String, Tensor)> = distilled.vs.variables().into_iter().map(|(n, t)| (n, t.to_kind(Kind::Half))).collect();
-    head_tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&head_tensors, &heads_path)
-        .map_err(|e| BuildError::File { path: heads_path.clone(), reason: e.to_string() })?;
-    let heads = std::fs::read(&heads_path).map_err(file_err(&heads_path))?;
-    std::fs::remove_file(&heads_path).map_err(file_err(&heads_path))?;
-    let read = |name: &str| {
-        let path = inputs.checkpoint.join(name);
-        std::fs::read(&path).map_err(file_err(&path))
-    };
+    let heads = safetensors_bytes(&variables(&distilled.vs, |_| true, Kind::Half), &inputs.out.join("heads.safetensors"))?;
+    let read = |name: &str| read_file(&inputs.checkpoint.join(name));
     let (text_encoder_config, tokenizer) = match &student {
         Some(student) => (student.config.clone(), student.tokenizer_json.clone()),
         None => (

@@ -145,7 +145,7 @@ fn subsample<T: Clone>(all: &[T], max: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
 }
 
 /// Runs `f` over `n` rows in teacher batches and concatenates the results.
-fn batched(n: usize, mut f: impl FnMut(std::ops::Range<usize>) -> Result<Tensor, TrainError>) -> Result<Tensor, TrainError> {
+pub(crate) fn batched(n: usize, mut f: impl FnMut(std::ops::Range<usize>) -> Result<Tensor, TrainError>) -> Result<Tensor, TrainError> {
     let mut parts = Vec::new();
     for start in (0..n).step_by(TEACHER_BATCH) {
         let part = tch::no_grad(|| f(start..(start + TEACHER_BATCH).min(n)))?;
@@ -351,7 +351,7 @@ pub struct Distilled {
 }
 
 /// Mean of the last tenth of a loss curve.
-fn tail_mean(losses: &[f64]) -> f64 {
+pub(crate) fn tail_mean(losses: &[f64]) -> f64 {
     let tail = &losses[losses.len() - (losses.len() / 10).max(1)..];
     tail.iter().sum::<f64>() / tail.len() as f64
 }

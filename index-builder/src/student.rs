@@ -31,12 +31,10 @@ use vitrine_core::text::Tokenizer;
 use vitrine_trainer::data::pad_ids;
 use vitrine_trainer::model::bert::{l2_normalize, masked_mean, BertModel};
 
-use crate::build::{stage, BuildError};
-use crate::distill::{recall10, soft_ce, Distilled, TeacherRun};
+use crate::build::{read_file, stage, BuildError};
+use crate::distill::{batched, recall10, soft_ce, tail_mean, Distilled, TeacherRun};
 use crate::vocab;
 
-/// Texts per forward pass when only answers are needed.
-const EVAL_BATCH: usize = 128;
 /// Val titles asked at most (a seeded sample above that).
 const VAL_TITLES: usize = 2000;
 
@@ -165,14 +163,17 @@ fn encode_all(tokenizer: &Tokenizer, texts: &[(String, i64)]) -> Result<Vec<Vec<
 }
 
 /// Compact unit queries of a text tower's embeddings.
-fn compact_queries(embed: &dyn Fn(&Tensor, &Tensor) -> Tensor, distilled: &Distilled, ids: &[Vec<i64>], device: Device) -> Tensor {
-    let mut parts = Vec::new();
-    for chunk in ids.chunks(EVAL_BATCH) {
-        let (ids, mask) = pad_ids(chunk.iter().cloned(), 0);
-        let part = tch::no_grad(|| distilled.heads.project(&l2_normalize(&embed(&ids.to_device(device), &mask.to_device(device)))));
-        parts.push(part.to_kind(Kind::Float).to_device(Device::Cpu));
-    }
-    Tensor::cat(&parts, 0)
+fn compact_queries(
+    embed: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    distilled: &Distilled,
+    ids: &[Vec<i64>],
+    device: Device,
+) -> Result<Tensor, BuildError> {
+    Ok(batched(ids.len(), |rows| {
+        // Padded positions are masked out; id 0 exists in any vocabulary.
+        let (ids, mask) = pad_ids(ids[rows].iter().cloned(), 0);
+        Ok(distilled.heads.project(&l2_normalize(&embed(&ids.to_device(device), &mask.to_device(device)))))
+    })?)
 }
 
 /// Distils the student; `checkpoint` is the folder with the teacher's `config.json` and `tokenizer.json`.
@@ -186,10 +187,7 @@ pub fn distill_student(
 ) -> Result<Student, BuildError> {
     let started = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let read = |name: &str| {
-        let path = checkpoint.join(name);
-        std::fs::read(&path).map_err(|e| BuildError::File { path, reason: e.to_string() })
-    };
+    let read = |name: &str| read_file(&checkpoint.join(name));
     let tokenizer_json = read("tokenizer.json")?;
     let origin = checkpoint.join("tokenizer.json").display().to_string();
     let teacher_tokenizer =
@@ -206,9 +204,8 @@ pub fn distill_student(
     stage(bar, "student: vocabulary");
     let mut used = BTreeSet::new();
     for item in &run.catalog.items {
-        for text in [&item.title, &item.text()] {
-            used.extend(teacher_tokenizer.encode(text).map_err(vitrine_trainer::train_loop::TrainError::from)?.ids);
-        }
+        // The text starts with the title, so its tokens cover the title's.
+        used.extend(teacher_tokenizer.encode(&item.text()).map_err(vitrine_trainer::train_loop::TrainError::from)?.ids);
     }
     let pruned = vocab::prune(&tokenizer_json, options.common_wordpieces, &used)
         .map_err(|e| BuildError::File { path: checkpoint.join("tokenizer.json"), reason: e.to_string() })?;
@@ -243,7 +240,7 @@ pub fn distill_student(
     let model = &run.finetuned.model;
     let teacher_embed = |ids: &Tensor, mask: &Tensor| model.text_embedding(ids, mask, false);
     let student_embed = |ids: &Tensor, mask: &Tensor| masked_mean(&bert.forward_text(ids, mask, false), mask);
-    let train_teacher = compact_queries(&teacher_embed, distilled, &encode_all(&teacher_tokenizer, &train)?, run.device);
+    let train_teacher = compact_queries(&teacher_embed, distilled, &encode_all(&teacher_tokenizer, &train)?, run.device)?;
     let train_ids = encode_all(&student_tokenizer, &train)?;
 
     let mut val: Vec<(String, i64)> =
@@ -253,11 +250,11 @@ pub fn distill_student(
     val.truncate(VAL_TITLES);
     let val_answers: Vec<i64> = val.iter().map(|(_, row)| *row).collect();
     let candidates: Vec<&[i64]> = vec![&gallery; val.len()];
-    let val_teacher = compact_queries(&teacher_embed, distilled, &encode_all(&teacher_tokenizer, &val)?, run.device);
+    let val_teacher = compact_queries(&teacher_embed, distilled, &encode_all(&teacher_tokenizer, &val)?, run.device)?;
     let val_ids = encode_all(&student_tokenizer, &val)?;
     let val_r10 = |queries: &Tensor| recall10(queries, &distilled.products, &val_answers, &candidates);
     let val_title_r10_teacher = val_r10(&val_teacher);
-    let val_title_r10_student_start = val_r10(&compact_queries(&student_embed, distilled, &val_ids, run.device));
+    let val_title_r10_student_start = val_r10(&compact_queries(&student_embed, distilled, &val_ids, run.device)?);
 
     stage(bar, "student: distilling");
     let tau = options.temperature;
@@ -288,16 +285,15 @@ pub fn distill_student(
     }
     progress.finish_and_clear();
 
-    let val_student = compact_queries(&student_embed, distilled, &val_ids, run.device);
+    let val_student = compact_queries(&student_embed, distilled, &val_ids, run.device)?;
     let cosines = Vec::<f32>::try_from((&val_student * &val_teacher).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)).expect("f32");
-    let tail = &losses[losses.len() - (losses.len() / 10).max(1)..];
     let report = StudentReport {
         teacher_layers: layers.clone(),
         vocab_size: pruned.teacher_ids.len(),
         teacher_vocab_size: teacher_config.vocab_size,
         train_texts: train.len(),
         steps: options.steps,
-        final_loss: tail.iter().sum::<f64>() / tail.len() as f64,
+        final_loss: tail_mean(&losses),
         val_titles: val.len(),
         val_title_r10_teacher,
         val_title_r10_student_start,
