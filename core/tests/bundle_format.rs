@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use vitrine_core::bundle::folder::MANIFEST_FILE;
 use vitrine_core::bundle::{
-    category_ids, Bundle, BundleContents, BundleError, Limits, Manifest, PartEntry, PartName, Product, FORMAT_VERSION,
+    category_ids, sha256_hex, Bundle, BundleContents, BundleError, FetchedPart, Limits, Manifest, PartEntry, PartName, Product,
+    FORMAT_VERSION,
 };
 use vitrine_core::index::synthetic::Clusters;
 use vitrine_core::index::{AnnIndex, BuildParams, SearchParams};
@@ -153,7 +154,24 @@ fn folder_round_trip_with_content_hashed_names() {
     // As the browser does it: the manifest, then each listed file.
     let manifest = Manifest::parse(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap(), &limits()).unwrap();
     let parts: HashMap<_, _> = manifest.parts.iter().map(|p| (p.name, std::fs::read(dir.path().join(&p.file)).unwrap())).collect();
-    assert!(Bundle::from_parts(manifest, parts).unwrap().contents == contents);
+    assert!(Bundle::from_parts(manifest.clone(), parts.clone()).unwrap().contents == contents);
+
+    // With digests the fetcher computed (a browser's WebCrypto): a right one is
+    // taken in place of hashing, a wrong one names its part as corrupt.
+    let fetched = |wrong: Option<PartName>| -> HashMap<PartName, FetchedPart> {
+        parts
+            .iter()
+            .map(|(&name, bytes)| {
+                let sha256 = if Some(name) == wrong { sha256_hex(b"other bytes") } else { sha256_hex(bytes).to_uppercase() };
+                (name, FetchedPart { bytes: bytes.clone(), sha256: Some(sha256) })
+            })
+            .collect()
+    };
+    assert!(Bundle::from_fetched_parts(manifest.clone(), fetched(None)).unwrap().contents == contents);
+    match Bundle::from_fetched_parts(manifest, fetched(Some(PartName::Products))) {
+        Err(BundleError::Corrupt { part: PartName::Products, actual, .. }) => assert_eq!(actual, sha256_hex(b"other bytes")),
+        other => panic!("a wrong digest of the products part: {:?}", other.map(|_| ())),
+    }
 
     // The single file holds the same manifest and parts.
     let single = contents.to_single_file().unwrap();

@@ -38,6 +38,9 @@ use crate::vocab;
 /// Val titles asked at most (a seeded sample above that).
 const VAL_TITLES: usize = 2000;
 
+/// Prefixes and phrases drawn per train item; `max_texts` samples from them all.
+const VARIANTS_PER_ITEM: usize = 3;
+
 /// How the student is made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StudentOptions {
@@ -139,15 +142,17 @@ fn query_texts(run: &TeacherRun, split: Split, rng: &mut ChaCha8Rng) -> Vec<(Str
         texts.push((item.title.clone(), row));
         let text = item.text();
         let words: Vec<&str> = text.split_whitespace().collect();
-        if words.len() > 2 {
-            let k = rng.gen_range(2..=words.len().min(12));
-            texts.push((words[..k].join(" "), row));
-        }
         let description: Vec<&str> = item.description.split_whitespace().collect();
-        if description.len() > 2 {
-            let len = rng.gen_range(2..=description.len().min(5));
-            let start = rng.gen_range(0..=description.len() - len);
-            texts.push((description[start..start + len].join(" "), row));
+        for _ in 0..VARIANTS_PER_ITEM {
+            if words.len() > 2 {
+                let k = rng.gen_range(2..=words.len().min(12));
+                texts.push((words[..k].join(" "), row));
+            }
+            if description.len() > 2 {
+                let len = rng.gen_range(2..=description.len().min(5));
+                let start = rng.gen_range(0..=description.len() - len);
+                texts.push((description[start..start + len].join(" "), row));
+            }
         }
     }
     texts
@@ -262,7 +267,9 @@ pub fn distill_student(
     let mut opt = nn::Adam::default().build(&vs, options.lr).map_err(|e| BuildError::Student(e.to_string()))?;
     let progress = indicatif::ProgressBar::new(options.steps as u64).with_prefix("student");
     let mut losses = Vec::with_capacity(options.steps);
-    for _ in 0..options.steps {
+    let val_cosines = |student: &Tensor| (student * &val_teacher).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
+    for step in 0..options.steps {
+        opt.set_lr(learning_rate(options.lr, step, options.steps));
         let picks: Vec<usize> = rand::seq::index::sample(&mut rng, train.len(), options.batch.min(train.len())).into_vec();
         let (ids, mask) = pad_ids(picks.iter().map(|&p| train_ids[p].clone()), 0);
         let (ids, mask) = (ids.to_device(run.device), mask.to_device(run.device));
@@ -280,13 +287,20 @@ pub fn distill_student(
         progress.inc(1);
         // A job without a terminal sees no bar: its log gets ten progress lines.
         if losses.len() % (options.steps / 10).max(1) == 0 {
-            tracing::info!("student: step {}/{}, loss {:.4}", losses.len(), options.steps, losses[losses.len() - 1]);
+            let val_cosine = val_cosines(&compact_queries(&student_embed, distilled, &val_ids, run.device)?).mean(Kind::Float);
+            tracing::info!(
+                "student: step {}/{}, loss {:.4}, val cosine to the teacher {:.4}",
+                losses.len(),
+                options.steps,
+                losses[losses.len() - (options.steps / 10).max(1)..].iter().sum::<f64>() / (options.steps / 10).max(1) as f64,
+                val_cosine.double_value(&[])
+            );
         }
     }
     progress.finish_and_clear();
 
     let val_student = compact_queries(&student_embed, distilled, &val_ids, run.device)?;
-    let cosines = Vec::<f32>::try_from((&val_student * &val_teacher).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)).expect("f32");
+    let cosines = Vec::<f32>::try_from(val_cosines(&val_student)).expect("f32");
     let report = StudentReport {
         teacher_layers: layers.clone(),
         vocab_size: pruned.teacher_ids.len(),
@@ -325,9 +339,29 @@ pub fn distill_student(
     Ok(Student { bert, embedding_scale, config: config_json, positions, tokenizer_json: pruned.tokenizer_json, report })
 }
 
+/// Linear warm-up over the first 5% of the steps, then cosine decay to zero:
+/// late steps refine instead of jumping around the minimum.
+fn learning_rate(peak: f64, step: usize, steps: usize) -> f64 {
+    let warmup = (steps / 20).max(1);
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::teacher_layers;
+    use super::{learning_rate, teacher_layers};
+
+    #[test]
+    fn learning_rate_warms_up_then_decays_to_zero() {
+        assert!((learning_rate(1.0, 0, 100) - 0.2).abs() < 1e-12);
+        assert!((learning_rate(1.0, 4, 100) - 1.0).abs() < 1e-12);
+        assert!(learning_rate(1.0, 50, 100) < learning_rate(1.0, 10, 100));
+        assert!(learning_rate(1.0, 99, 100) < 1e-3);
+        assert!((learning_rate(1.0, 0, 1) - 1.0).abs() < 1e-12);
+    }
 
     #[test]
     fn kept_layers_are_evenly_spaced_and_end_at_the_last() {

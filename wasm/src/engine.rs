@@ -13,7 +13,7 @@
 //!
 //! // Folder layout: the manifest first (checked before any part is fetched), then each part.
 //! const loader = new BundleLoader(manifestBytes);
-//! for (const file of loader.files) loader.addPart(file, await fetchBytes(file));
+//! for (const file of loader.files) loader.addPart(file, await fetchBytes(file));  // or (file, bytes, sha256Hex)
 //! const engine2 = loader.finish();
 //! ```
 //!
@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use vitrine_core::bundle::{Bundle, Limits, Manifest, PartName};
+use vitrine_core::bundle::{Bundle, FetchedPart, Limits, Manifest, PartName};
 use vitrine_core::engine::{Engine, Hit};
 use vitrine_core::index::SearchParams;
 use wasm_bindgen::prelude::*;
@@ -253,7 +253,7 @@ impl SearchEngine {
 #[wasm_bindgen]
 pub struct BundleLoader {
     manifest: Manifest,
-    parts: HashMap<PartName, Vec<u8>>,
+    parts: HashMap<PartName, FetchedPart>,
 }
 
 impl BundleLoader {
@@ -264,15 +264,15 @@ impl BundleLoader {
     }
 
     /// Rust API of [`BundleLoader::add_part`].
-    pub fn add(&mut self, file: &str, bytes: Vec<u8>) -> Result<(), String> {
+    pub fn add(&mut self, file: &str, bytes: Vec<u8>, sha256: Option<String>) -> Result<(), String> {
         let entry = self.manifest.parts.iter().find(|p| p.file == file).ok_or_else(|| format!("{file:?} is not a part of this bundle"))?;
-        self.parts.insert(entry.name, bytes);
+        self.parts.insert(entry.name, FetchedPart { bytes, sha256 });
         Ok(())
     }
 
     /// Rust API of [`BundleLoader::finish`].
     pub fn load(self) -> Result<SearchEngine, String> {
-        let bundle = Bundle::from_parts(self.manifest, self.parts).map_err(|e| format!("cannot read the bundle: {e}"))?;
+        let bundle = Bundle::from_fetched_parts(self.manifest, self.parts).map_err(|e| format!("cannot read the bundle: {e}"))?;
         SearchEngine::from_bundle(bundle)
     }
 }
@@ -297,10 +297,13 @@ impl BundleLoader {
         self.manifest.parts_bytes() as f64
     }
 
-    /// Adds the bytes of one part file (one of `files`).
+    /// Adds the bytes of one part file (one of `files`), with their SHA-256
+    /// (lowercase hex) when the caller computed it, e.g. with
+    /// `crypto.subtle.digest`: `finish` then compares that digest with the
+    /// manifest's instead of hashing the bytes in WebAssembly.
     #[wasm_bindgen(js_name = addPart)]
-    pub fn add_part(&mut self, file: &str, bytes: Vec<u8>) -> Result<(), JsError> {
-        self.add(file, bytes).map_err(js_error)
+    pub fn add_part(&mut self, file: &str, bytes: Vec<u8>, sha256: Option<String>) -> Result<(), JsError> {
+        self.add(file, bytes, sha256).map_err(js_error)
     }
 
     /// Checks every part and loads the engine (the loader is used up).

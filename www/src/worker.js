@@ -81,6 +81,15 @@ async function fetchManifest(url) {
   return { manifestUrl, manifest: new Uint8Array(await (await fetchOk(manifestUrl)).arrayBuffer()) };
 }
 
+// The browser's SHA-256 of `bytes` in lowercase hex, or undefined where
+// WebCrypto is missing (plain http): the engine then hashes them itself, many
+// times slower.
+async function sha256Hex(bytes) {
+  if (!self.crypto?.subtle) return undefined;
+  const digest = new Uint8Array(await self.crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 async function load(bundleUrl) {
   const start = performance.now();
   const wasm = await init({ module_or_path: new URL('../pkg/vitrine_wasm_bg.wasm', import.meta.url) });
@@ -101,9 +110,15 @@ async function load(bundleUrl) {
     const loader = new BundleLoader(manifest);
     total = loader.totalBytes;
     const files = loader.files;
-    // Parts in parallel; each is checked against the manifest's hash in `finish`.
-    const parts = await Promise.all(files.map(async (file) => readWithProgress(await fetchOk(new URL(file, manifestUrl)), progress)));
-    files.forEach((file, i) => loader.addPart(file, parts[i]));
+    // Parts in parallel; each is checked against the manifest's hash in `finish`,
+    // by its WebCrypto digest where the page has one (secure contexts).
+    const parts = await Promise.all(
+      files.map(async (file) => {
+        const bytes = await readWithProgress(await fetchOk(new URL(file, manifestUrl)), progress);
+        return { bytes, sha256: await sha256Hex(bytes) };
+      }),
+    );
+    files.forEach((file, i) => loader.addPart(file, parts[i].bytes, parts[i].sha256));
     engine = loader.finish();
     await evictOtherVersions(manifestUrl, files);
   } else {

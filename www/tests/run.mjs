@@ -364,6 +364,38 @@ test('a corrupt bundle (flipped bytes; and a truncated one) shows a readable err
   }
 });
 
+test('a folder bundle with a corrupt part is refused by its WebCrypto digest, naming the part', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'vitrine-corrupt-part-'));
+  try {
+    await symlink(path.join(fixtureDir, 'catalog.vitrine'), path.join(dir, 'catalog.vitrine'));
+    await mkdir(path.join(dir, 'bundle'));
+    const manifest = JSON.parse(await readFile(path.join(fixtureDir, 'bundle/manifest.json'), 'utf8'));
+    await copyFile(path.join(fixtureDir, 'bundle/manifest.json'), path.join(dir, 'bundle/manifest.json'));
+    for (const part of manifest.parts) {
+      const bytes = await readFile(path.join(fixtureDir, 'bundle', part.file));
+      // Same length, other bytes: only the digest can tell.
+      if (part.name === 'index') bytes[bytes.length >> 1] ^= 0xff;
+      await writeFile(path.join(dir, 'bundle', part.file), bytes);
+    }
+    await withStore(dir, async (store) => {
+      await store.goto();
+      await store.ready();
+      const answer = await store.page.evaluate(async () => {
+        const el = document.createElement('vitrine-search');
+        el.setAttribute('bundle', 'bundle/bundle/');
+        document.body.append(el);
+        const message = await el.ready.then(() => null, (e) => e.message);
+        return { message, webCrypto: Boolean(self.crypto?.subtle) };
+      });
+      assert(answer.webCrypto, 'the test page is not a secure context: the worker would hash in WebAssembly');
+      assert(/part `index` is corrupt/.test(answer.message) && /sha256/i.test(answer.message), `error for a corrupt index part: ${answer.message}`);
+      console.log(`    ${answer.message}`);
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('the main thread never blocks over 50 ms while a query is typed (longtask observer)', () =>
   withStore(fixtureDir, async (store) => {
     const { page } = store;

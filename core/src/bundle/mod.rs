@@ -216,12 +216,19 @@ impl Bundle {
     /// browser fetches them: `manifest.json`, then each part's file): checks
     /// each part's length and hash, decodes the index and the products, and
     /// checks that everything agrees with the manifest and with each other.
-    pub fn from_parts(manifest: Manifest, mut parts: HashMap<PartName, Vec<u8>>) -> Result<Self, BundleError> {
+    pub fn from_parts(manifest: Manifest, parts: HashMap<PartName, Vec<u8>>) -> Result<Self, BundleError> {
+        Self::from_fetched_parts(manifest, parts.into_iter().map(|(name, bytes)| (name, FetchedPart { bytes, sha256: None })).collect())
+    }
+
+    /// [`Bundle::from_parts`] for parts whose SHA-256 the caller may already
+    /// have computed: a given digest is compared with the manifest's instead
+    /// of hashing the bytes again.
+    pub fn from_fetched_parts(manifest: Manifest, mut parts: HashMap<PartName, FetchedPart>) -> Result<Self, BundleError> {
         let mut take = |name: PartName| -> Result<Vec<u8>, BundleError> {
             let entry = manifest.part(name).ok_or(BundleError::MissingPart { part: name })?;
-            let bytes = parts.remove(&name).ok_or(BundleError::MissingPart { part: name })?;
-            check_part(entry, &bytes)?;
-            Ok(bytes)
+            let part = parts.remove(&name).ok_or(BundleError::MissingPart { part: name })?;
+            check_part(entry, &part.bytes, part.sha256.as_deref())?;
+            Ok(part.bytes)
         };
         let text_encoder = take(PartName::TextEncoder)?;
         let heads = take(PartName::Heads)?;
@@ -254,8 +261,17 @@ impl Bundle {
     }
 }
 
-/// Checks a part's bytes against its manifest entry: length, then sha256.
-pub(crate) fn check_part(entry: &PartEntry, bytes: &[u8]) -> Result<(), BundleError> {
+/// A part's bytes as fetched, with their SHA-256 (lowercase hex) when the
+/// fetcher computed it: a browser's WebCrypto digest is many times faster
+/// than hashing in WebAssembly.
+pub struct FetchedPart {
+    pub bytes: Vec<u8>,
+    pub sha256: Option<String>,
+}
+
+/// Checks a part's bytes against its manifest entry: length, then sha256
+/// (`sha256`, when the caller computed it; else the bytes' own).
+pub(crate) fn check_part(entry: &PartEntry, bytes: &[u8], sha256: Option<&str>) -> Result<(), BundleError> {
     let (expected, found) = (entry.bytes, bytes.len() as u64);
     let what = || format!("part `{}`", entry.name);
     if found < expected {
@@ -264,7 +280,7 @@ pub(crate) fn check_part(entry: &PartEntry, bytes: &[u8]) -> Result<(), BundleEr
     if found > expected {
         return Err(BundleError::LongerThanListed { what: what(), expected, found });
     }
-    let actual = sha256_hex(bytes);
+    let actual = sha256.map_or_else(|| sha256_hex(bytes), str::to_ascii_lowercase);
     if actual != entry.sha256 {
         return Err(BundleError::Corrupt { part: entry.name, expected: entry.sha256.clone(), actual });
     }

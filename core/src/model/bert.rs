@@ -13,6 +13,8 @@
 //! Padding is masked as the trainer does: the scores of masked keys get
 //! `f32::MIN` added, so their attention weight is exactly zero.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
@@ -192,11 +194,43 @@ pub fn l2_normalize(xs: &Tensor) -> candle_core::Result<Tensor> {
     xs.broadcast_div(&norm)
 }
 
+/// The word embedding table, MiniLM's largest matrix. Int8 tables stay int8
+/// (a quarter of the f32 memory, nothing widened at load): only the rows a
+/// text's tokens name are turned into f32.
+#[derive(Debug, Clone)]
+pub enum WordTable {
+    F32(Tensor),
+    Int8(Arc<Int8Matrix>),
+}
+
+impl WordTable {
+    /// The rows of `ids [N]` (u32) as `[N, H]` f32.
+    fn rows(&self, ids: &Tensor) -> Result<Tensor, ModelError> {
+        let table = match self {
+            WordTable::F32(table) => return Ok(table.index_select(ids, 0)?),
+            WordTable::Int8(table) => table,
+        };
+        let (vocab, h) = (table.rows(), table.cols());
+        let device = ids.device().clone();
+        let ids = ids.to_vec1::<u32>()?;
+        let mut rows = Vec::with_capacity(ids.len() * h);
+        for &id in &ids {
+            let id = id as usize;
+            if id >= vocab {
+                return Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
+            }
+            let scale = table.scales()[id];
+            rows.extend(table.values()[id * h..(id + 1) * h].iter().map(|&v| f32::from(v) * scale));
+        }
+        Ok(Tensor::from_vec(rows, (ids.len(), h), &device)?)
+    }
+}
+
 /// Word, position and token-type embeddings, vitrine's visual position
 /// embeddings, and the LayerNorm (`embeddings`).
 #[derive(Debug, Clone)]
 pub struct BertEmbeddings {
-    pub word_embeddings: Tensor,
+    pub word_embeddings: WordTable,
     pub position_embeddings: Tensor,
     pub token_type_embeddings: Tensor,
     pub visual_position_embeddings: Tensor,
@@ -218,12 +252,12 @@ impl BertEmbeddings {
         let words_name = at.name(WORD_EMBEDDINGS);
         let layer = words_name.strip_suffix(".weight").expect("a weight name");
         let word_embeddings = match Int8Matrix::read(w, layer, config.vocab_size, h)? {
-            Some(matrix) => Tensor::from_vec(matrix.dequantize(), (config.vocab_size, h), w.device())?,
+            Some(matrix) => WordTable::Int8(Arc::new(matrix)),
             None if at.quantize => {
                 let f32_rows = w.f32(&words_name, &[config.vocab_size, h])?.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(Int8Matrix::quantize(&f32_rows, config.vocab_size, h).dequantize(), (config.vocab_size, h), w.device())?
+                WordTable::Int8(Arc::new(Int8Matrix::quantize(&f32_rows, config.vocab_size, h)))
             }
-            None => w.f32(&words_name, &[config.vocab_size, h])?,
+            None => WordTable::F32(w.f32(&words_name, &[config.vocab_size, h])?),
         };
         Ok(BertEmbeddings {
             word_embeddings,
@@ -241,8 +275,9 @@ impl BertEmbeddings {
         if t > max {
             return Err(ModelError::Input(format!("text of {t} tokens exceeds max_position_embeddings {max}")));
         }
-        let h = self.word_embeddings.dim(1)?;
-        let words = self.word_embeddings.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        let words = self.word_embeddings.rows(&input_ids.flatten_all()?)?;
+        let h = words.dim(1)?;
+        let words = words.reshape((b, t, h))?;
         let xs = words.broadcast_add(&self.position_embeddings.narrow(0, 0, t)?)?.broadcast_add(&self.token_type_embeddings.get(0)?)?;
         Ok(self.layer_norm.forward(&xs)?)
     }

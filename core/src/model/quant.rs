@@ -98,7 +98,7 @@ pub struct Int8Matrix {
 
 /// Quantises `xs` symmetrically to −127..=127 into `out`; returns the scale.
 fn quantize_weight_row(xs: &[f32], out: &mut [i8]) -> f32 {
-    let max = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let max = xs.iter().fold(0f32, |m, x| larger(m, x.abs()));
     if max == 0.0 {
         out.fill(0);
         return 0.0;
@@ -106,9 +106,26 @@ fn quantize_weight_row(xs: &[f32], out: &mut [i8]) -> f32 {
     let scale = max / 127.0;
     let inverse = 127.0 / max;
     for (q, x) in out.iter_mut().zip(xs) {
-        *q = (x * inverse).round().clamp(-127.0, 127.0) as i8;
+        *q = round_weight(x * inverse);
     }
     scale
+}
+
+/// `x` rounded half away from zero into −127..=127. `f32::round` is a libm
+/// call in WebAssembly (and without SSE4.1); this form is not.
+fn round_weight(x: f32) -> i8 {
+    let v = x.clamp(-127.0, 127.0);
+    (v + 0.5f32.copysign(v)) as i8
+}
+
+/// The larger of two magnitudes. `f32::max` is a libm call in WebAssembly (its
+/// NaN rule is not the instruction's); a NaN `b` is skipped as `f32::max` does.
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
 }
 
 impl Int8Matrix {
@@ -125,6 +142,14 @@ impl Int8Matrix {
     pub fn from_parts(rows: usize, cols: usize, values: Vec<i8>, scales: Vec<f32>) -> Self {
         assert_eq!((values.len(), scales.len()), (rows * cols, rows), "int8 matrix parts do not match {rows}×{cols}");
         Int8Matrix { rows, cols, values, scales }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 
     pub fn values(&self) -> &[i8] {
@@ -236,19 +261,42 @@ fn read_int4(weights: &Weights, values_name: &str, scales_name: &str, rows: usiz
     }
     let packed = weights.u8(values_name, &[rows, cols / 2])?;
     let scales = weights.f32(scales_name, &[rows, cols / INT4_GROUP])?.flatten_all()?.to_vec1::<f32>()?;
-    let mut dense = Vec::with_capacity(rows * cols);
-    for (i, &byte) in packed.iter().enumerate() {
-        for nibble in [byte & 0x0f, byte >> 4] {
-            // 0 would stand for −8, which has no positive twin.
-            if nibble == 0 {
-                return Err(invalid(format!("byte {i} holds the nibble 0; 4-bit values are stored as 1..=15 (−7..=7 plus 8)")));
-            }
-            let column = dense.len() % cols;
-            let scale = scales[dense.len() / cols * (cols / INT4_GROUP) + column / INT4_GROUP];
-            dense.push(f32::from(i8::try_from(nibble).expect("a nibble") - 8) * scale);
-        }
+    if let Some(at) = packed.iter().position(|&byte| byte & 0x0f == 0 || byte >> 4 == 0) {
+        // 0 would stand for −8, which has no positive twin.
+        return Err(invalid(format!("byte {at} holds the nibble 0; 4-bit values are stored as 1..=15 (−7..=7 plus 8)")));
     }
-    Ok(Int8Matrix::quantize(&dense, rows, cols))
+    // Each row is requantised per channel as `Int8Matrix::quantize` would its
+    // f32 values, but through a table of the 15 codes per group: the same
+    // products and roundings, without the f32 matrix.
+    let groups = cols / INT4_GROUP;
+    let mut values = vec![0i8; rows * cols];
+    let mut row_scales = Vec::with_capacity(rows);
+    for ((row_bytes, row_values), group_scales) in
+        packed.chunks_exact(cols / 2).zip(values.chunks_exact_mut(cols)).zip(scales.chunks_exact(groups))
+    {
+        let group_bytes = || row_bytes.chunks_exact(INT4_GROUP / 2);
+        let max = group_bytes().zip(group_scales).fold(0f32, |max, (bytes, &scale)| {
+            let largest = bytes
+                .iter()
+                .map(|&b| (i8::try_from(b & 0x0f).expect("a nibble") - 8).abs().max((i8::try_from(b >> 4).expect("a nibble") - 8).abs()))
+                .max();
+            larger(max, (f32::from(largest.unwrap_or(0)) * scale).abs())
+        });
+        if max == 0.0 {
+            row_scales.push(0.0);
+            continue;
+        }
+        let inverse = 127.0 / max;
+        for ((bytes, out), &scale) in group_bytes().zip(row_values.chunks_exact_mut(INT4_GROUP)).zip(group_scales) {
+            let table: [i8; 16] = std::array::from_fn(|code| round_weight(f32::from(code as i8 - 8) * scale * inverse));
+            for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = table[usize::from(byte & 0x0f)];
+                pair[1] = table[usize::from(byte >> 4)];
+            }
+        }
+        row_scales.push(max / 127.0);
+    }
+    Ok(Int8Matrix::from_parts(rows, cols, values, row_scales))
 }
 
 /// Packs a row-major f32 matrix `[rows, cols]` (`cols` a multiple of [`INT4_GROUP`])
@@ -283,7 +331,7 @@ fn activation_limit(k: usize) -> f32 {
 /// to 16 bits anyway, and 8-bit activations lose too much at BERT's outlier
 /// features.
 fn quantize_activations(xs: &[f32], out: &mut [i16], limit: f32) -> f32 {
-    let max = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let max = xs.iter().fold(0f32, |m, x| larger(m, x.abs()));
     if max == 0.0 {
         out.fill(0);
         return 0.0;
@@ -768,6 +816,47 @@ mod tests {
             assert!(worst <= 1.0 / 14.0 + 1.0 / 254.0 + 1e-3, "{name}: {worst}");
             assert!(worst > 0.0);
         }
+    }
+
+    #[test]
+    fn four_bit_matrices_widen_to_what_quantising_their_values_per_row_gives() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (rows, cols) = (6, 96);
+        let mut values = random(rows * cols, &mut rng);
+        // A zero row and a row of one small group: the edge cases of the row scale.
+        values[cols..2 * cols].fill(0.0);
+        values[2 * cols..3 * cols].iter_mut().skip(INT4_GROUP).for_each(|v| *v = 0.0);
+        let name = "bert.encoder.layer.0.attention.self.query";
+        let (int4, _) = quantize_safetensors_to(
+            &f32_file(&[
+                (&format!("{name}.weight"), vec![rows, cols], &values),
+                ("bert.embeddings.word_embeddings.weight", vec![2, 32], &[0.5; 64]),
+            ]),
+            "test",
+            StoredBits::Int4,
+        )
+        .unwrap();
+        let weights = Weights::from_bytes(&int4, "test").unwrap();
+        let widened = Int8Matrix::read(&weights, name, rows, cols).unwrap().unwrap();
+        // The 4-bit values as f32, then quantised per row as any f32 matrix is.
+        let packed = weights.u8(&format!("{name}.{INT4_SUFFIX}"), &[rows, cols / 2]).unwrap();
+        let scales = weights
+            .f32(&format!("{name}.{INT4_SCALE_SUFFIX}"), &[rows, cols / INT4_GROUP])
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let dense: Vec<f32> = packed
+            .iter()
+            .flat_map(|&b| [b & 0x0f, b >> 4])
+            .enumerate()
+            .map(|(i, nibble)| f32::from(nibble as i8 - 8) * scales[i / INT4_GROUP])
+            .collect();
+        let expected = Int8Matrix::quantize(&dense, rows, cols);
+        assert_eq!(widened.values(), expected.values());
+        assert_eq!(widened.scales(), expected.scales());
+        assert_eq!(widened.scales()[1], 0.0);
     }
 
     #[test]

@@ -69,6 +69,9 @@ struct StudentArgs {
     /// Distillation steps of the student.
     #[arg(long, default_value_t = StudentOptions::default().steps)]
     student_steps: usize,
+    /// Query-like train texts the student learns from (titles, prefixes, phrases; a seeded sample above that).
+    #[arg(long, default_value_t = StudentOptions::default().max_texts)]
+    student_texts: usize,
     /// Bits of the text encoder's stored matrices: 8, or 4 (half the download; widened to int8 when loaded).
     #[arg(long, value_enum, default_value = "8")]
     text_encoder_bits: Bits,
@@ -217,6 +220,7 @@ fn run(cli: Cli) -> Result<()> {
                 layers,
                 common_wordpieces: student.student_wordpieces,
                 steps: student.student_steps,
+                max_texts: student.student_texts,
                 seed,
                 ..Default::default()
             });
