@@ -2,8 +2,10 @@
 # The int8 HNSW index (core::index::AnnIndex) in WebAssembly: recall@10 against
 # the exact f32 scan and µs per search over a sweep of ef, at 11.8k items (the
 # H&M bundle's index part as shipped) and 100k items (views of the H&M photos,
-# index-builder/examples/ann_views.rs's way), against the exact int8 and exact
-# f32 scans, plus the native build time of each index. The browser loads a
+# index-builder/examples/ann_views.rs's way; once with int8 codes alone, once
+# with the 4-bit refinement codes of `vitrine-index build --refine`), against
+# the index's own exact scan and the exact f32 scan, plus the native build time
+# of each index. The browser loads a
 # prebuilt index from the bundle, so the index is built natively
 # (AnnIndex::build, as `vitrine-index build`) and serialised in the bundle's
 # encoding, then decoded and searched in wasm (wasm-bindgen --target nodejs,

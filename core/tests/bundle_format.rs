@@ -260,8 +260,18 @@ fn a_changed_byte_is_a_corrupt_part() {
 fn other_versions_say_what_to_do() {
     let bytes = contents(20).to_single_file().unwrap();
     let mut newer = bytes.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
-    assert_eq!(err(read(&newer)).to_string(), "this bundle is format 2; this reader reads up to 1: rebuild the bundle or update vitrine");
+    newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    assert_eq!(
+        err(read(&newer)).to_string(),
+        format!(
+            "this bundle is format {}; this reader reads up to {FORMAT_VERSION}: rebuild the bundle or update vitrine",
+            FORMAT_VERSION + 1
+        )
+    );
+    // Format 1 (no 4-bit matrices, no index refinement) is still read.
+    let mut older = bytes.clone();
+    older[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert!(read(&older).unwrap().contents == contents(20));
     newer[8..12].copy_from_slice(&0u32.to_le_bytes());
     assert!(matches!(err(read(&newer)), BundleError::UnknownVersion { found: 0 }));
 
@@ -272,7 +282,7 @@ fn other_versions_say_what_to_do() {
     std::fs::write(dir.path().join(MANIFEST_FILE), future.to_string()).unwrap();
     assert_eq!(
         err(Bundle::read_folder(dir.path(), &limits())).to_string(),
-        "this bundle is format 7; this reader reads up to 1: rebuild the bundle or update vitrine"
+        format!("this bundle is format 7; this reader reads up to {FORMAT_VERSION}: rebuild the bundle or update vitrine")
     );
 }
 

@@ -179,8 +179,9 @@ fn the_encoding_round_trips_and_damage_never_panics() {
     // About 1.3 bytes per int8 code... the graph must not dwarf the vectors.
     assert!(bytes.len() < 400 * 16 * 4, "{} bytes", bytes.len());
 
+    // Bytes after the index are read as a refinement, which these are not.
     let mut extra = bytes.clone();
-    extra.push(0);
+    extra.extend([0, 0]);
     assert!(matches!(AnnIndex::from_bytes(&extra), Err(IndexError::Invalid(_))));
     assert!(matches!(AnnIndex::from_bytes(&bytes[..bytes.len() - 1]), Err(IndexError::Decode(_))));
 
@@ -215,4 +216,49 @@ fn the_encoding_round_trips_and_damage_never_panics() {
         }
     }
     assert!(rejected > 1000 && accepted > 0, "rejected {rejected}, accepted {accepted}");
+}
+
+#[test]
+fn a_refined_index_scores_within_its_residual_step_and_round_trips() {
+    // An odd dimension: the last byte of each refinement row is half padding.
+    let dim = 15;
+    let clusters = Clusters::new(dim, 6, 1.0, 12);
+    let (vectors, labels) = clusters.sample(500, 13);
+    let categories: Vec<u16> = labels.iter().map(|&c| (c % 2) as u16).collect();
+    let params = BuildParams { ef_construction: 40, ..BuildParams::default() };
+    let plain = AnnIndex::build(dim, &vectors, categories.clone(), &params).unwrap();
+    let refined = AnnIndex::build(dim, &vectors, categories, &BuildParams { refine: true, ..params }).unwrap();
+    let (plain_bytes, refined_bytes) = (plain.to_bytes(), refined.to_bytes());
+    // Half a byte per dimension (8 per item) and a scale per item.
+    assert!(refined_bytes.len() >= plain_bytes.len() + 500 * (8 + 4), "{} vs {}", refined_bytes.len(), plain_bytes.len());
+    let decoded = AnnIndex::from_bytes(&refined_bytes).unwrap();
+    assert!(decoded == refined, "the decoded refined index differs");
+
+    let (mut plain_error, mut refined_error) = (0f32, 0f32);
+    for query in vectors.chunks_exact(dim).take(20) {
+        let l1: f32 = query.iter().map(|x| x.abs()).sum();
+        let (plain_hits, refined_hits) = (plain.exact_search(query, 500, None).unwrap(), decoded.exact_search(query, 500, None).unwrap());
+        for (p, r) in plain_hits.iter().zip(&refined_hits) {
+            let exact = |item: u32| -> f32 { vectors[item as usize * dim..][..dim].iter().zip(query).map(|(x, q)| x * q).sum() };
+            plain_error = plain_error.max((p.score - exact(p.item)).abs());
+            let (packed, scales) = decoded.vectors().refinement().unwrap();
+            assert_eq!(packed.len(), 500 * dim.div_ceil(2));
+            // Each component is off by at most half a step of the residual's scale.
+            let bound = l1 * scales[r.item as usize] * 0.5 + 1e-5;
+            let error = (r.score - exact(r.item)).abs();
+            assert!(error <= bound, "item {}: off by {error}, bound {bound}", r.item);
+            refined_error = refined_error.max(error);
+        }
+        assert_eq!(decoded.search(query, K, None, &SearchParams::default()).unwrap()[0].item, refined_hits[0].item);
+    }
+    assert!(refined_error * 5.0 < plain_error, "refined error {refined_error}, int8 alone {plain_error}");
+
+    // A zero nibble in the refinement is named.
+    let mut damaged = refined_bytes.clone();
+    let at = plain_bytes.len() + 2;
+    damaged[at] &= 0xf0;
+    match AnnIndex::from_bytes(&damaged) {
+        Err(IndexError::Invalid(reason)) => assert!(reason.contains("nibble 0"), "{reason}"),
+        other => panic!("a zero nibble: {:?}", other.map(|_| ())),
+    }
 }

@@ -26,7 +26,8 @@
 //!   the embeddings came from).
 //!
 //! `index` (no libtorch needed at run time) reads those files and, for each
-//! size, builds `AnnIndex::build(.., BuildParams::default())` (one thread,
+//! size (and the large one again with `BuildParams::refine`, as
+//! `large_refined`), builds `AnnIndex::build(.., BuildParams::default())` (one thread,
 //! deterministic: what `vitrine-index build` does), times it, writes
 //! `<size>.index.bin` (`AnnIndex::to_bytes`, the bundle's encoding) and runs
 //! the same ef sweep as the wasm side natively on one thread for comparison;
@@ -338,11 +339,12 @@ fn index(out: &Path, efs: &[usize]) -> Result<()> {
     let text = read_f32(&out.join("queries_text.f32"))?;
     let view = read_f32(&out.join("queries_view.f32"))?;
     let mut report = serde_json::Map::new();
-    for size in ["small", "large"] {
-        let vectors = read_f32(&out.join(format!("{size}.f32")))?;
-        let categories = read_u16(&out.join(format!("{size}.cat.u16")))?;
+    // The large set twice: int8 codes alone (the default), and with the 4-bit refinement (`vitrine-index build --refine`).
+    for (size, vectors_of, refine) in [("small", "small", false), ("large", "large", false), ("large_refined", "large", true)] {
+        let vectors = read_f32(&out.join(format!("{vectors_of}.f32")))?;
+        let categories = read_u16(&out.join(format!("{vectors_of}.cat.u16")))?;
         let started = Instant::now();
-        let index = AnnIndex::build(dim, &vectors, categories, &BuildParams::default())?;
+        let index = AnnIndex::build(dim, &vectors, categories, &BuildParams { refine, ..BuildParams::default() })?;
         let build_seconds = started.elapsed().as_secs_f64();
         let bytes = index.to_bytes();
         std::fs::write(out.join(format!("{size}.index.bin")), &bytes)?;

@@ -4,7 +4,7 @@
 //! ```json
 //! {
 //!   "format": "vitrine-bundle",
-//!   "format_version": 1,
+//!   "format_version": 2,
 //!   "created_by": "vitrine 0.1.0",
 //!   "model_config": { ... },
 //!   "dims": 256,
@@ -26,9 +26,11 @@ use sha2::{Digest, Sha256};
 
 use super::{BundleError, Limits};
 
-/// The format this code writes, and the newest it reads.
+/// The format this code writes, and the newest it reads (it reads every
+/// older one). Version 2 added 4-bit text encoder matrices and the index's
+/// optional refinement codes.
 pub const FORMAT_NAME: &str = "vitrine-bundle";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The parts of a bundle; each is listed exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

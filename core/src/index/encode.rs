@@ -14,7 +14,15 @@
 //! | `nodes` | seq of u32 | the item of each graph node (a permutation of `0..n`) |
 //! | `layers` | seq of layer | layer 0 (all `n` nodes) first, then each upper layer |
 //!
-//! and a layer is `degrees` (bytes: the number of links of each of its nodes)
+//! optionally followed (bundle format 2) by the vectors' refinement
+//! ([`super::quantize::Refinement`]), in the same encoding:
+//!
+//! | field | type | what |
+//! |---|---|---|
+//! | `packed` | bytes | `n × ⌈dim / 2⌉` bytes: two 4-bit codes each, stored as v + 8, the even dimension low |
+//! | `scales` | seq of f32 | one per item |
+//!
+//! A layer is `degrees` (bytes: the number of links of each of its nodes)
 //! followed by `links` (seq of u32): each node's neighbour list sorted
 //! ascending and written as gaps (the first neighbour, then each difference to
 //! the previous one), so that the varints stay short.
@@ -39,6 +47,13 @@ struct IndexFile {
     categories: Vec<u16>,
     nodes: Vec<u32>,
     layers: Vec<LayerFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RefinementFile {
+    #[serde(with = "serde_bytes")]
+    packed: Vec<u8>,
+    scales: Vec<f32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,16 +106,25 @@ impl AnnIndex {
             nodes: self.graph.items().to_vec(),
             layers: self.graph.layers().iter().map(LayerFile::encode).collect(),
         };
-        postcard::to_allocvec(&file).expect("serialising to memory cannot fail")
+        let mut bytes = postcard::to_allocvec(&file).expect("serialising to memory cannot fail");
+        if let Some((packed, scales)) = self.vectors.refinement() {
+            let refinement = RefinementFile { packed: packed.to_vec(), scales: scales.to_vec() };
+            bytes.extend(postcard::to_allocvec(&refinement).expect("serialising to memory cannot fail"));
+        }
+        bytes
     }
 
     /// Reads [`AnnIndex::to_bytes`]'s encoding, checking that every part fits.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IndexError> {
         let (file, rest): (IndexFile, &[u8]) = postcard::take_from_bytes(bytes)?;
+        let mut vectors = QuantizedVectors::from_parts(file.dim as usize, file.codes.into_iter().map(|c| c as i8).collect(), file.scales)?;
         if !rest.is_empty() {
-            return Err(IndexError::Invalid(format!("{} bytes after the end of the index", rest.len())));
+            let (refinement, rest): (RefinementFile, &[u8]) = postcard::take_from_bytes(rest)?;
+            if !rest.is_empty() {
+                return Err(IndexError::Invalid(format!("{} bytes after the end of the index", rest.len())));
+            }
+            vectors = vectors.with_refinement(refinement.packed, refinement.scales)?;
         }
-        let vectors = QuantizedVectors::from_parts(file.dim as usize, file.codes.into_iter().map(|c| c as i8).collect(), file.scales)?;
         let layers = file
             .layers
             .into_iter()

@@ -116,6 +116,11 @@ enum Command {
         image_weight: Option<f32>,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Store a 4-bit refinement code of every product vector beside its int8 one, so that
+        /// search candidates are re-scored close to the f32 vectors: for large, dense catalogs
+        /// (half a byte more per dimension and product).
+        #[arg(long)]
+        refine: bool,
         #[command(flatten)]
         student: StudentArgs,
         /// Output folder.
@@ -196,7 +201,7 @@ fn read_bundle(path: &std::path::Path) -> Result<Bundle> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build { source, model, embeddings, shards, dim, steps, max_examples, image_weight, seed, student, out } => {
+        Command::Build { source, model, embeddings, shards, dim, steps, max_examples, image_weight, seed, refine, student, out } => {
             let mut stages = StageTimes::default();
             let (catalog, labels, recipe, dir, finetuned, inputs) = stages.time("load", || -> Result<_> {
                 let catalog = open_catalog(&source)?;
@@ -224,7 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 ..Default::default()
             });
-            let params = BuildParams::default();
+            let params = BuildParams { refine, ..BuildParams::default() };
             let build_inputs = BuildInputs {
                 checkpoint: &dir,
                 max_query_tokens: recipe.max_text_tokens,
