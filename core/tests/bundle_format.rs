@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use vitrine_core::bundle::folder::MANIFEST_FILE;
+use vitrine_core::bundle::single_file::SingleFileLayout;
 use vitrine_core::bundle::{
     category_ids, sha256_hex, Bundle, BundleContents, BundleError, FetchedPart, Limits, Manifest, PartEntry, PartName, Product,
     FORMAT_VERSION,
@@ -498,4 +499,23 @@ fn random_damage_never_panics() {
     for kind in ["Corrupt", "Truncated", "InvalidPart", "Manifest"] {
         assert!(outcomes.get(kind).copied().unwrap_or(0) > rounds / 100, "few {kind} among {outcomes:?}");
     }
+}
+
+#[test]
+fn a_single_file_layout_takes_the_callers_digests() {
+    let contents = contents(30);
+    let bytes = contents.to_single_file().unwrap();
+    let layout = || SingleFileLayout::read(&bytes, &limits()).unwrap();
+    let ranges: Vec<_> = layout().parts.iter().map(|(_, range)| range.clone()).collect();
+    assert_eq!(ranges.last().unwrap().end, bytes.len());
+    let digests: Vec<String> = ranges.iter().map(|range| sha256_hex(&bytes[range.clone()])).collect();
+    assert!(layout().into_bundle(&bytes, Some(digests.clone())).unwrap().contents == contents);
+    assert!(layout().into_bundle(&bytes, None).unwrap().contents == contents);
+    let mut wrong = digests.clone();
+    wrong[0] = sha256_hex(b"something else");
+    let first = layout().parts[0].0;
+    assert!(matches!(layout().into_bundle(&bytes, Some(wrong)), Err(BundleError::Corrupt { part, .. }) if part == first));
+    assert!(matches!(layout().into_bundle(&bytes, Some(digests[1..].to_vec())), Err(BundleError::Inconsistent(_))));
+    // The layout's own checks are the reader's: a cut file is truncated.
+    assert!(matches!(SingleFileLayout::read(&bytes[..bytes.len() - 1], &limits()), Err(BundleError::Truncated { .. })));
 }

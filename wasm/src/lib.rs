@@ -1,7 +1,8 @@
 //! vitrine's WebAssembly engine: what runs in the shopper's browser.
 //!
-//! The search engine over a bundle ([`SearchEngine`], [`BundleLoader`] for the
-//! folder layout) is what the storefront's Web Worker runs. The crate also
+//! The search engine over a bundle ([`SearchEngine`]; [`BundleLoader`] for the
+//! folder layout and [`SingleFileLoader`] for one file, both taking the
+//! parts' SHA-256 from the browser) is what the storefront's Web Worker runs. The crate also
 //! exposes the text encoder's tokenizer, built from the model's
 //! `tokenizer.json`, and the text encoder ([`QueryEncoder`]) to JavaScript:
 //!
@@ -14,7 +15,7 @@ use wasm_bindgen::prelude::*;
 
 mod engine;
 mod query_encoder;
-pub use engine::{BundleLoader, SearchEngine};
+pub use engine::{BundleLoader, SearchEngine, SingleFileLoader};
 pub use query_encoder::QueryEncoder;
 
 /// Longest query, in tokens, that the text encoder sees; longer ones are truncated.

@@ -11,7 +11,7 @@
 //               {type: 'result', id, ok, value | message, ms}
 //               {type: 'csp', directive, blocked}      (a Content-Security-Policy violation in the worker)
 
-import init, { SearchEngine, BundleLoader } from '../pkg/vitrine_wasm.js';
+import init, { BundleLoader, SingleFileLoader } from '../pkg/vitrine_wasm.js';
 
 let engine = null;
 
@@ -126,7 +126,11 @@ async function load(bundleUrl) {
     total = Number(response.headers.get('Content-Length')) || 0;
     const bytes = await readWithProgress(response, progress);
     total = bytes.length;
-    engine = new SearchEngine(bytes);
+    const loader = new SingleFileLoader(bytes);
+    const ranges = loader.partRanges;
+    const digests = [];
+    for (let i = 0; i < ranges.length; i += 2) digests.push(await sha256Hex(bytes.subarray(ranges[i], ranges[i] + ranges[i + 1])));
+    engine = loader.finish(digests.includes(undefined) ? undefined : digests);
   }
   self.postMessage({ type: 'progress', loaded: total, total });
   return {

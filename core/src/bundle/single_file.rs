@@ -11,15 +11,17 @@
 //! The reader checks, in this order and before allocating anything sized by
 //! the file: the total size and the manifest size against [`Limits`], the
 //! magic bytes, the version (a newer one is reported before its manifest is
-//! parsed), the manifest, each part's length, then ([`Bundle::from_parts`])
-//! each part's sha256.
+//! parsed), the manifest, each part's length ([`SingleFileLayout::read`]),
+//! then ([`Bundle::from_fetched_parts`]) each part's sha256.
 
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
+use std::ops::Range;
+
 use super::manifest::check_version;
-use super::{Bundle, BundleContents, BundleError, Limits, Manifest};
+use super::{Bundle, BundleContents, BundleError, FetchedPart, Limits, Manifest, PartName};
 
 pub const MAGIC: &[u8; 8] = b"VITRINE\0";
 const HEADER_BYTES: usize = 16;
@@ -60,6 +62,35 @@ impl BundleContents {
 impl Bundle {
     /// Reads a single-file bundle from its bytes.
     pub fn from_single_file(bytes: &[u8], limits: &Limits) -> Result<Self, BundleError> {
+        SingleFileLayout::read(bytes, limits)?.into_bundle(bytes, None)
+    }
+
+    /// Reads a single-file bundle; a file over the size limit is rejected
+    /// before it is read.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_single_file(path: &Path, limits: &Limits) -> Result<Self, BundleError> {
+        let io = |source| BundleError::Io { path: path.to_path_buf(), source };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > limits.max_total_bytes {
+            return Err(BundleError::TooLarge { what: format!("{}", path.display()), size, limit: limits.max_total_bytes });
+        }
+        Bundle::from_single_file(&std::fs::read(path).map_err(io)?, limits)
+    }
+}
+
+/// Where a single-file bundle's parts lie, once its header, manifest and part
+/// lengths are checked: a caller that hashes the parts itself (a browser's
+/// WebCrypto) reads the ranges, then hands the digests to
+/// [`SingleFileLayout::into_bundle`].
+pub struct SingleFileLayout {
+    pub manifest: Manifest,
+    /// Each part's name and byte range in the file, in the manifest's order.
+    pub parts: Vec<(PartName, Range<usize>)>,
+}
+
+impl SingleFileLayout {
+    /// Checks everything but the parts' hashes and contents.
+    pub fn read(bytes: &[u8], limits: &Limits) -> Result<Self, BundleError> {
         let size = bytes.len() as u64;
         if size > limits.max_total_bytes {
             return Err(BundleError::TooLarge { what: "the bundle".into(), size, limit: limits.max_total_bytes });
@@ -82,38 +113,46 @@ impl Bundle {
         if manifest_len > rest.len() as u64 {
             return Err(BundleError::Truncated { what: "the manifest".into(), expected: manifest_len, found: rest.len() as u64 });
         }
-        let (manifest_json, mut rest) = rest.split_at(manifest_len as usize);
-        // Format 1 is the only one: the manifest checks its own version.
+        let manifest_json = &rest[..manifest_len as usize];
+        // The manifest checks its own version too.
         let manifest = Manifest::parse(manifest_json, limits)?;
         // Lengths first, so that a truncated file is reported as such, not as
         // a corrupt part.
-        let mut slices = Vec::with_capacity(manifest.parts.len());
+        let mut parts = Vec::with_capacity(manifest.parts.len());
+        let mut at = HEADER_BYTES + manifest_len as usize;
         for entry in &manifest.parts {
-            if entry.bytes > rest.len() as u64 {
+            let left = (bytes.len() - at) as u64;
+            if entry.bytes > left {
                 let what = format!("part `{}`", entry.name);
-                return Err(BundleError::Truncated { what, expected: entry.bytes, found: rest.len() as u64 });
+                return Err(BundleError::Truncated { what, expected: entry.bytes, found: left });
             }
-            let (part, after) = rest.split_at(entry.bytes as usize);
-            slices.push((entry.name, part));
-            rest = after;
+            parts.push((entry.name, at..at + entry.bytes as usize));
+            at += entry.bytes as usize;
         }
-        if !rest.is_empty() {
-            return Err(BundleError::TrailingBytes { count: rest.len() as u64 });
+        if at < bytes.len() {
+            return Err(BundleError::TrailingBytes { count: (bytes.len() - at) as u64 });
         }
-        let parts: HashMap<_, _> = slices.into_iter().map(|(name, part)| (name, part.to_vec())).collect();
-        Bundle::from_parts(manifest, parts)
+        Ok(SingleFileLayout { manifest, parts })
     }
 
-    /// Reads a single-file bundle; a file over the size limit is rejected
-    /// before it is read.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn read_single_file(path: &Path, limits: &Limits) -> Result<Self, BundleError> {
-        let io = |source| BundleError::Io { path: path.to_path_buf(), source };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > limits.max_total_bytes {
-            return Err(BundleError::TooLarge { what: format!("{}", path.display()), size, limit: limits.max_total_bytes });
-        }
-        Bundle::from_single_file(&std::fs::read(path).map_err(io)?, limits)
+    /// The bundle of `bytes` (the file this layout was read from): each part
+    /// checked against `digests` (the caller's SHA-256 of each part, in the
+    /// manifest's order) when given, else hashed here; then decoded.
+    pub fn into_bundle(self, bytes: &[u8], digests: Option<Vec<String>>) -> Result<Bundle, BundleError> {
+        let digests: Vec<Option<String>> = match digests {
+            Some(digests) if digests.len() != self.parts.len() => {
+                return Err(BundleError::Inconsistent(format!("{} digests for the {} parts", digests.len(), self.parts.len())));
+            }
+            Some(digests) => digests.into_iter().map(Some).collect(),
+            None => vec![None; self.parts.len()],
+        };
+        let parts: HashMap<_, _> = self
+            .parts
+            .into_iter()
+            .zip(digests)
+            .map(|((name, range), sha256)| (name, FetchedPart { bytes: bytes[range].to_vec(), sha256 }))
+            .collect();
+        Bundle::from_fetched_parts(self.manifest, parts)
     }
 }
 
