@@ -167,7 +167,8 @@ for (let round = 0; round < options.coldLoads; round++) {
     assert(problems.length === 0, `${engine.name}: ${problems.join('; ')}`);
     if (round === 0) fetched[engine.name] = files;
     cold[engine.name].push(info);
-    log(`cold load ${round + 1}/${options.coldLoads} ${engine.name}: ready in ${f1(info.page_ms)} ms, first result at ${f1(info.first_result_ms)} ms (${files.length} files, ${mb(files.reduce((s, r) => s + r.bytes, 0))} MB)`);
+    const phases = info.phases ? ` (in the worker: ${Object.entries(info.phases).map(([k, ms]) => `${k} ${f1(ms)}`).join(', ')})` : '';
+    log(`cold load ${round + 1}/${options.coldLoads} ${engine.name}: ready in ${f1(info.page_ms)} ms${phases}, first result at ${f1(info.first_result_ms)} ms (${files.length} files, ${mb(files.reduce((s, r) => s + r.bytes, 0))} MB)`);
   }
 }
 

@@ -11,7 +11,7 @@
 //! engine.completeLook(["0108775015"], "Shoes", 10);    // OCIR: what completes the outfit
 //! engine.similar("0108775015", 10);
 //!
-//! // Folder layout: the manifest first (checked before any part is fetched), then each part.
+//! // Folder layout: the manifest first (checked before any part is used), then each part.
 //! const loader = new BundleLoader(manifestBytes);
 //! for (const file of loader.files) loader.addPart(file, await fetchBytes(file));  // or (file, bytes, sha256Hex)
 //! const engine2 = loader.finish();

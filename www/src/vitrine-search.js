@@ -8,7 +8,7 @@
 //   images   base URL that products' relative image paths resolve against (default: the page).
 //   results  how many products a list shows (default 12).
 // Events (on the element, bubbling): vitrine-progress {loaded, total} while the bundle loads,
-//   vitrine-ready {categories, productCount, bytes, ms, memoryBytes},
+//   vitrine-ready {categories, productCount, bytes, ms, phases, memoryBytes},
 //   vitrine-error {message}, vitrine-results {op, query, results, ms}.
 // Methods (promises): search(text, {k, category}), refine(productId, text, k),
 //   completeLook(productIds, category, k), classify(text), similar(productId, k).

@@ -6,7 +6,7 @@
 //                                                        publish folder's pointer: URL ending in '.json')
 //               {type: 'query', id, op, args}          (op: search | refine | completeLook | classify | similar)
 // Messages out: {type: 'progress', loaded, total}      (total is 0 when unknown)
-//               {type: 'ready', categories, productCount, bytes, ms, memoryBytes}  (memoryBytes: the engine's WebAssembly memory)
+//               {type: 'ready', categories, productCount, bytes, ms, phases, memoryBytes}  (phases: ms per load step; memoryBytes: the engine's WebAssembly memory)
 //               {type: 'error', message}               (the bundle could not be loaded)
 //               {type: 'result', id, ok, value | message, ms}
 //               {type: 'csp', directive, blocked}      (a Content-Security-Policy violation in the worker)
@@ -90,9 +90,39 @@ async function sha256Hex(bytes) {
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+// A part file a manifest may name: content-named, in the manifest's own folder.
+const PART_FILE = /^[a-z_]+\.[0-9a-f]{16}\.(safetensors|json|bin|jsonl)$/;
+
+// The part files a manifest's JSON lists that are safe to fetch before the
+// engine has checked the manifest (it checks it before any part is used):
+// only content-named files beside the manifest, at most 16.
+function partFilesToPrefetch(manifestBytes) {
+  try {
+    const parts = JSON.parse(new TextDecoder().decode(manifestBytes)).parts;
+    return Array.isArray(parts) ? parts.map((p) => p?.file).filter((f) => typeof f === 'string' && PART_FILE.test(f)).slice(0, 16) : [];
+  } catch {
+    return [];
+  }
+}
+
 async function load(bundleUrl) {
   const start = performance.now();
-  const wasm = await init({ module_or_path: new URL('../pkg/vitrine_wasm_bg.wasm', import.meta.url) });
+  // Where a load's time goes, in ms, each step from the end of the one before:
+  // `bundle` (the manifest, or the single file), `wasm` (what is left of
+  // fetching and compiling the engine, which starts first), `parts` (what is
+  // left of the parts' download and digests), `engine` (parts checked and
+  // decoded, text encoder and index ready), `housekeeping` (old versions
+  // leave the offline cache).
+  const phases = {};
+  let phaseStart = start;
+  const phase = (name) => {
+    const now = performance.now();
+    phases[name] = now - phaseStart;
+    phaseStart = now;
+  };
+  // The engine compiles while the bundle downloads.
+  const wasmReady = init({ module_or_path: new URL('../pkg/vitrine_wasm_bg.wasm', import.meta.url) });
+  wasmReady.catch(() => {});
   const url = new URL(bundleUrl, self.location.href);
   let loaded = 0;
   let total = 0;
@@ -105,32 +135,46 @@ async function load(bundleUrl) {
       self.postMessage({ type: 'progress', loaded, total });
     }
   };
+  let wasm;
   if (url.pathname.endsWith('/') || url.pathname.endsWith('.json')) {
     const { manifestUrl, manifest } = await fetchManifest(url);
+    // Each part is checked against the manifest's hash in `finish`, by its
+    // WebCrypto digest where the page has one (secure contexts).
+    const fetchPart = async (file) => {
+      const bytes = await readWithProgress(await fetchOk(new URL(file, manifestUrl)), progress);
+      return { bytes, sha256: await sha256Hex(bytes) };
+    };
+    const prefetched = new Map(partFilesToPrefetch(manifest).map((file) => [file, fetchPart(file)]));
+    prefetched.forEach((part) => part.catch(() => {}));
+    phase('bundle');
+    wasm = await wasmReady;
+    phase('wasm');
     const loader = new BundleLoader(manifest);
     total = loader.totalBytes;
     const files = loader.files;
-    // Parts in parallel; each is checked against the manifest's hash in `finish`,
-    // by its WebCrypto digest where the page has one (secure contexts).
-    const parts = await Promise.all(
-      files.map(async (file) => {
-        const bytes = await readWithProgress(await fetchOk(new URL(file, manifestUrl)), progress);
-        return { bytes, sha256: await sha256Hex(bytes) };
-      }),
-    );
+    const parts = await Promise.all(files.map((file) => prefetched.get(file) ?? fetchPart(file)));
+    phase('parts');
     files.forEach((file, i) => loader.addPart(file, parts[i].bytes, parts[i].sha256));
     engine = loader.finish();
+    phase('engine');
     await evictOtherVersions(manifestUrl, files);
+    phase('housekeeping');
   } else {
     const response = await fetchOk(url);
     total = Number(response.headers.get('Content-Length')) || 0;
     const bytes = await readWithProgress(response, progress);
     total = bytes.length;
+    phase('bundle');
+    wasm = await wasmReady;
+    phase('wasm');
     const loader = new SingleFileLoader(bytes);
     const ranges = loader.partRanges;
-    const digests = [];
-    for (let i = 0; i < ranges.length; i += 2) digests.push(await sha256Hex(bytes.subarray(ranges[i], ranges[i] + ranges[i + 1])));
+    const digests = await Promise.all(
+      Array.from({ length: ranges.length / 2 }, (_, i) => sha256Hex(bytes.subarray(ranges[2 * i], ranges[2 * i] + ranges[2 * i + 1]))),
+    );
+    phase('parts');
     engine = loader.finish(digests.includes(undefined) ? undefined : digests);
+    phase('engine');
   }
   self.postMessage({ type: 'progress', loaded: total, total });
   return {
@@ -138,6 +182,7 @@ async function load(bundleUrl) {
     productCount: engine.productCount,
     bytes: total,
     ms: performance.now() - start,
+    phases,
     memoryBytes: wasm.memory.buffer.byteLength,
   };
 }

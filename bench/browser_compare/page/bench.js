@@ -32,7 +32,7 @@ function loadVitrine(name, bundle, k, first) {
         return { ids: results.map((r) => r.id), groups: results.map((r) => r.groupId), ms };
       },
     };
-    const info = { page_ms: performance.now() - started, worker_ms: ready.ms, bytes: ready.bytes, products: ready.productCount, memory_bytes: ready.memoryBytes };
+    const info = { page_ms: performance.now() - started, worker_ms: ready.ms, phases: ready.phases, bytes: ready.bytes, products: ready.productCount, memory_bytes: ready.memoryBytes };
     return withFirstResult(name, started, info, first);
   });
 }
