@@ -43,7 +43,15 @@ pub struct BundleModelConfig {
     pub compact: CompactConfig,
     /// Queries are truncated to this many tokens.
     pub max_query_tokens: usize,
+    /// The graph search's beam width and re-rank count for this catalog
+    /// (`SearchParams::default()`'s when absent): a large catalog of
+    /// near-duplicates needs a wider beam for the same recall (bench/ann_wasm.sh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_ef: Option<usize>,
 }
+
+/// The widest beam a bundle may ask for: wider ones cost more than an exact scan of a large catalog.
+pub const MAX_SEARCH_EF: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -83,6 +91,9 @@ impl Engine {
         compact.validate().map_err(|reason| EngineError::Config(format!("compact.{reason}")))?;
         if config.max_query_tokens == 0 {
             return Err(EngineError::Config("max_query_tokens is 0".to_string()));
+        }
+        if let Some(ef) = config.search_ef.filter(|ef| !(1..=MAX_SEARCH_EF).contains(ef)) {
+            return Err(EngineError::Config(format!("search_ef is {ef}; it must be 1 to {MAX_SEARCH_EF}")));
         }
         if compact.dim != contents.index.dim() {
             return Err(EngineError::Config(format!(
@@ -250,7 +261,11 @@ impl Engine {
         // No search finds more items than there are; a huge `k` from a caller
         // must not size the search's beam.
         let k = k.min(self.index.len());
-        let mut hits = self.index.search(query, k + excluded.len(), category, &SearchParams::default())?;
+        let params = match self.config.search_ef {
+            Some(ef) => SearchParams { ef, rerank: ef, ..SearchParams::default() },
+            None => SearchParams::default(),
+        };
+        let mut hits = self.index.search(query, k + excluded.len(), category, &params)?;
         hits.retain(|hit| !excluded.contains(&hit.item));
         hits.truncate(k);
         Ok(hits)

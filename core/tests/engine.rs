@@ -251,6 +251,21 @@ fn search_returns_k_distinct_items_best_first() {
 }
 
 #[test]
+fn a_bundle_may_set_the_search_beam() {
+    // The bundle's beam is read; even the narrowest (the index widens it to k) answers k.
+    let mut contents = contents();
+    contents.model_config["search_ef"] = 1.into();
+    let narrow = Engine::from_bundle(bundle(&contents)).unwrap();
+    assert_eq!(narrow.config().search_ef, Some(1));
+    let wide = engine();
+    assert_eq!(wide.config().search_ef, None);
+    for text in ["black leather boots", "a red summer dress"] {
+        assert_eq!(narrow.search(text, 3, None).unwrap().len(), 3);
+        assert_eq!(wide.search(text, 3, None).unwrap().len(), 3);
+    }
+}
+
+#[test]
 fn a_category_filter_keeps_to_its_category() {
     let engine = engine();
     for category in 0..CATEGORIES.len() as u16 {
@@ -384,6 +399,10 @@ fn a_model_config_that_does_not_fit_names_its_field() {
     assert!(err.contains("compact.dim is 0"), "{err}");
     let err = with(&|c| c["max_query_tokens"] = 0.into());
     assert!(err.contains("max_query_tokens"), "{err}");
+    let err = with(&|c| c["search_ef"] = 0.into());
+    assert!(err.contains("search_ef is 0"), "{err}");
+    let err = with(&|c| c["search_ef"] = 5000.into());
+    assert!(err.contains("search_ef is 5000") && err.contains("1 to 4096"), "{err}");
     let err = with(&|c| {
         c.as_object_mut().unwrap().remove("compact");
     });

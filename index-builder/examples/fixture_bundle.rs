@@ -95,6 +95,7 @@ fn main() -> Result<()> {
         student: None,
         text_encoder_bits: Default::default(),
         index: &params,
+        search_ef: None,
         out: &out,
     };
     let report = build_catalog(&teacher, EmbeddingSource::Embed(&work.join("embeddings")), &build_inputs, StageTimes::default())?;

@@ -155,6 +155,8 @@ pub struct BuildInputs<'a> {
     /// How the text encoder's matrices are stored: int8, or 4 bits widened to int8 when loaded.
     pub text_encoder_bits: StoredBits,
     pub index: &'a BuildParams,
+    /// The browser's beam width for this catalog (the engine's default when `None`).
+    pub search_ef: Option<usize>,
     pub out: &'a Path,
 }
 
@@ -255,6 +257,7 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
         text_encoder: text_encoder_config,
         compact: distilled.config.clone(),
         max_query_tokens: inputs.max_query_tokens,
+        search_ef: inputs.search_ef,
     };
     let contents = BundleContents {
         model_config: serde_json::to_value(&model_config).expect("config serialises"),

@@ -34,7 +34,16 @@ fn build(dir: &Path, distill: &DistillOptions, student: Option<&StudentOptions>,
     let teacher = Teacher { finetuned: &finetuned, catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     let out = dir.join("out");
     let params = BuildParams::default();
-    let inputs = BuildInputs { checkpoint, max_query_tokens: 32, distill, student, text_encoder_bits: bits, index: &params, out: &out };
+    let inputs = BuildInputs {
+        checkpoint,
+        max_query_tokens: 32,
+        distill,
+        student,
+        text_encoder_bits: bits,
+        index: &params,
+        search_ef: None,
+        out: &out,
+    };
     let report = build_catalog(&teacher, EmbeddingSource::Embed(&dir.join("embeddings")), &inputs, StageTimes::default()).unwrap();
     (setup, report)
 }

@@ -121,6 +121,10 @@ enum Command {
         /// (half a byte more per dimension and product).
         #[arg(long)]
         refine: bool,
+        /// The browser's search beam width (and re-rank count) for this catalog, 1 to 4096
+        /// (default: the engine's, 100); bench/ann_wasm.sh measures recall against it.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        search_ef: Option<u16>,
         #[command(flatten)]
         student: StudentArgs,
         /// Output folder.
@@ -201,7 +205,21 @@ fn read_bundle(path: &std::path::Path) -> Result<Bundle> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build { source, model, embeddings, shards, dim, steps, max_examples, image_weight, seed, refine, student, out } => {
+        Command::Build {
+            source,
+            model,
+            embeddings,
+            shards,
+            dim,
+            steps,
+            max_examples,
+            image_weight,
+            seed,
+            refine,
+            search_ef,
+            student,
+            out,
+        } => {
             let mut stages = StageTimes::default();
             let (catalog, labels, recipe, dir, finetuned, inputs) = stages.time("load", || -> Result<_> {
                 let catalog = open_catalog(&source)?;
@@ -240,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                     Bits::Four => StoredBits::Int4,
                 },
                 index: &params,
+                search_ef: search_ef.map(usize::from),
                 out: &out,
             };
             let report = build_catalog(&teacher, source, &build_inputs, stages)?;
