@@ -516,6 +516,8 @@ fn a_single_file_layout_takes_the_callers_digests() {
     let first = layout().parts[0].0;
     assert!(matches!(layout().into_bundle(&bytes, Some(wrong)), Err(BundleError::Corrupt { part, .. }) if part == first));
     assert!(matches!(layout().into_bundle(&bytes, Some(digests[1..].to_vec())), Err(BundleError::Inconsistent(_))));
+    // Other bytes than the layout's file are refused, not sliced.
+    assert!(matches!(layout().into_bundle(&bytes[..bytes.len() - 1], None), Err(BundleError::Inconsistent(_))));
     // The layout's own checks are the reader's: a cut file is truncated.
     assert!(matches!(SingleFileLayout::read(&bytes[..bytes.len() - 1], &limits()), Err(BundleError::Truncated { .. })));
 }

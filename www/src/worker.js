@@ -110,9 +110,9 @@ async function load(bundleUrl) {
   // Where a load's time goes, in ms, each step from the end of the one before:
   // `bundle` (the manifest, or the single file), `wasm` (what is left of
   // fetching and compiling the engine, which starts first), `parts` (what is
-  // left of the parts' download and digests), `engine` (parts checked and
-  // decoded, text encoder and index ready), `housekeeping` (old versions
-  // leave the offline cache).
+  // left of the parts' download and digests), `copy` (the parts into the
+  // engine's memory), `engine` (parts checked and decoded, text encoder and
+  // index ready), `housekeeping` (old versions leave the offline cache).
   const phases = {};
   let phaseStart = start;
   const phase = (name) => {
@@ -155,6 +155,7 @@ async function load(bundleUrl) {
     const parts = await Promise.all(files.map((file) => prefetched.get(file) ?? fetchPart(file)));
     phase('parts');
     files.forEach((file, i) => loader.addPart(file, parts[i].bytes, parts[i].sha256));
+    phase('copy');
     engine = loader.finish();
     phase('engine');
     await evictOtherVersions(manifestUrl, files);

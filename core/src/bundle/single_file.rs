@@ -86,6 +86,8 @@ pub struct SingleFileLayout {
     pub manifest: Manifest,
     /// Each part's name and byte range in the file, in the manifest's order.
     pub parts: Vec<(PartName, Range<usize>)>,
+    /// The file's length, to tell it from other bytes.
+    file_bytes: usize,
 }
 
 impl SingleFileLayout {
@@ -132,7 +134,7 @@ impl SingleFileLayout {
         if at < bytes.len() {
             return Err(BundleError::TrailingBytes { count: (bytes.len() - at) as u64 });
         }
-        Ok(SingleFileLayout { manifest, parts })
+        Ok(SingleFileLayout { manifest, parts, file_bytes: bytes.len() })
     }
 
     /// The bundle of `bytes` (the file this layout was read from): each part
@@ -146,6 +148,9 @@ impl SingleFileLayout {
             Some(digests) => digests.into_iter().map(Some).collect(),
             None => vec![None; self.parts.len()],
         };
+        if bytes.len() != self.file_bytes {
+            return Err(BundleError::Inconsistent(format!("{} bytes are not the file this layout was read from", bytes.len())));
+        }
         let parts: HashMap<_, _> = self
             .parts
             .into_iter()
