@@ -81,6 +81,12 @@ pub struct NightlyArgs {
     /// Ship a distilled student text encoder of this many layers (`vitrine-index build --student-layers`).
     #[arg(long)]
     student_layers: Option<usize>,
+    /// Store the index's 4-bit refinement codes (`vitrine-index build --refine`; large, dense catalogs).
+    #[arg(long)]
+    refine: bool,
+    /// The browser's search beam for the catalog (`vitrine-index build --search-ef`).
+    #[arg(long)]
+    search_ef: Option<u16>,
     /// Skip bad catalog rows (reported) instead of failing.
     #[arg(long)]
     skip_bad_rows: bool,
@@ -403,6 +409,12 @@ fn cycle(args: &NightlyArgs, run: &str, audit: &mut Audit, stages: &mut Stages) 
         }
         if let Some(layers) = args.student_layers {
             command.arg("--student-layers").arg(layers.to_string());
+        }
+        if args.refine {
+            command.arg("--refine");
+        }
+        if let Some(ef) = args.search_ef {
+            command.arg("--search-ef").arg(ef.to_string());
         }
         if args.skip_bad_rows {
             command.arg("--skip-bad-rows");

@@ -183,10 +183,14 @@ fn two_nightly_cycles_publish_gate_survive_a_kill_and_roll_back() {
 
     // Night 2: the updated catalog, warm-started from version 1's model.
     let catalog_2 = updated_catalog(nightly.dir.path());
-    let second = run(nightly.nightly(&catalog_2, &[]));
+    // With the index options a large catalog would use, passed through to the build.
+    let second = run(nightly.nightly(&catalog_2, &["--refine", "--search-ef", "64"]));
     assert!(second.status.success(), "second night failed");
     assert_eq!(nightly.pointer()["version"], 2);
     let version_2 = nightly.served();
+    assert!(version_1.contents.index.vectors().refinement().is_none() && version_1.contents.model_config.get("search_ef").is_none());
+    assert!(version_2.contents.index.vectors().refinement().is_some(), "night 2's index has no refinement codes");
+    assert_eq!(version_2.contents.model_config["search_ef"], 64);
     let served = ids(&version_2);
     assert!(served.contains(&"g0023-00".to_string()), "an added item is missing");
     assert!(!served.iter().any(|id| id.starts_with("g0001-")), "a removed item is still served");
