@@ -26,6 +26,7 @@ pub mod hash;
 pub mod index;
 pub mod metrics;
 pub mod model;
+mod nibble;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod summary;
 pub mod synth;

@@ -268,6 +268,8 @@ pub fn distill_student(
     let progress = indicatif::ProgressBar::new(options.steps as u64).with_prefix("student");
     let mut losses = Vec::with_capacity(options.steps);
     let val_cosines = |student: &Tensor| (student * &val_teacher).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
+    // A job without a terminal sees no bar: its log gets a progress line every tenth of the steps.
+    let log_every = (options.steps / 10).max(1);
     for step in 0..options.steps {
         opt.set_lr(learning_rate(options.lr, step, options.steps));
         let picks: Vec<usize> = rand::seq::index::sample(&mut rng, train.len(), options.batch.min(train.len())).into_vec();
@@ -285,14 +287,13 @@ pub fn distill_student(
         opt.backward_step(&loss);
         losses.push(loss.double_value(&[]));
         progress.inc(1);
-        // A job without a terminal sees no bar: its log gets ten progress lines.
-        if losses.len() % (options.steps / 10).max(1) == 0 {
+        if losses.len() % log_every == 0 {
             let val_cosine = val_cosines(&compact_queries(&student_embed, distilled, &val_ids, run.device)?).mean(Kind::Float);
             tracing::info!(
                 "student: step {}/{}, loss {:.4}, val cosine to the teacher {:.4}",
                 losses.len(),
                 options.steps,
-                losses[losses.len() - (options.steps / 10).max(1)..].iter().sum::<f64>() / (options.steps / 10).max(1) as f64,
+                losses[losses.len() - log_every..].iter().sum::<f64>() / log_every as f64,
                 val_cosine.double_value(&[])
             );
         }

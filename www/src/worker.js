@@ -90,9 +90,6 @@ async function sha256Hex(bytes) {
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-// A part file a manifest may name: content-named, in the manifest's own folder.
-const PART_FILE = /^[a-z_]+\.[0-9a-f]{16}\.(safetensors|json|bin|jsonl)$/;
-
 // The part files a manifest's JSON lists that are safe to fetch before the
 // engine has checked the manifest (it checks it before any part is used):
 // only content-named files beside the manifest, at most 16.
@@ -192,6 +189,8 @@ async function load(bundleUrl) {
 // content-named bundle files, `<part>.<sha256 prefix>.<ext>`.
 const OFFLINE_CACHE = 'vitrine-v1';
 const CONTENT_NAMED = /\.[0-9a-f]{16}\.(safetensors|json|bin|jsonl)$/;
+// A part file a manifest may name: content-named, in the manifest's own folder.
+const PART_FILE = new RegExp(`^[a-z_]+${CONTENT_NAMED.source}`);
 
 // Once a version has loaded whole, the content-named files of other versions
 // in its folder leave the offline cache: their names are never asked for

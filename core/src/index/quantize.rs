@@ -4,6 +4,7 @@
 
 use super::kernel;
 use super::IndexError;
+use crate::nibble;
 
 /// Quantises `xs` into `out` (same length); returns the scale.
 pub fn quantize_into(xs: &[f32], out: &mut [i8]) -> f32 {
@@ -81,9 +82,9 @@ impl QuantizedVectors {
             }
             let max = residual.iter().fold(0f32, |m, r| m.max(r.abs()));
             let inverse = if max > 0.0 { REFINE_LEVELS / max } else { 0.0 };
-            let code = |r: f32| ((r * inverse).round().clamp(-REFINE_LEVELS, REFINE_LEVELS) as i8 + 8) as u8;
+            let code = |r: f32| (r * inverse).round().clamp(-REFINE_LEVELS, REFINE_LEVELS) as i8;
             for (byte, pair) in out.iter_mut().zip(residual.chunks(2)) {
-                *byte = code(pair[0]) | (pair.get(1).map_or(8, |&r| code(r)) << 4);
+                *byte = nibble::pack(code(pair[0]), pair.get(1).map_or(0, |&r| code(r)));
             }
             scales.push(max / REFINE_LEVELS);
         }
@@ -106,7 +107,7 @@ impl QuantizedVectors {
         if let Some(item) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
             return Err(IndexError::Invalid(format!("item {item} has the refinement scale {}, not a finite value ≥ 0", scales[item])));
         }
-        if let Some(at) = packed.iter().position(|&b| b & 0x0f == 0 || b >> 4 == 0) {
+        if let Some(at) = nibble::first_invalid(&packed) {
             return Err(IndexError::Invalid(format!("refinement byte {at} holds the nibble 0; codes are stored as 1..=15")));
         }
         self.refinement = Some(Refinement { packed, scales });
@@ -168,8 +169,8 @@ impl QuantizedVectors {
         if let Some(refinement) = &self.refinement {
             let scale = refinement.scales[item];
             let bytes = &refinement.packed[item * self.dim.div_ceil(2)..];
-            for (i, x) in xs.iter_mut().enumerate() {
-                *x += f32::from(nibble(bytes[i / 2], i % 2)) * scale;
+            for (x, v) in xs.iter_mut().zip(bytes.iter().flat_map(|&b| nibble::unpack(b))) {
+                *x += f32::from(v) * scale;
             }
         }
         xs
@@ -187,8 +188,7 @@ impl QuantizedVectors {
         let mut fine = 0.0;
         for (q, block) in query.chunks(BLOCK).zip(bytes.chunks(BLOCK / 2)) {
             for (pair, &byte) in codes.chunks_exact_mut(2).zip(block) {
-                pair[0] = nibble(byte, 0);
-                pair[1] = nibble(byte, 1);
+                pair.copy_from_slice(&nibble::unpack(byte));
             }
             fine += kernel::dot_f32_i8(q, &codes[..q.len()]);
         }
@@ -200,11 +200,6 @@ impl QuantizedVectors {
     pub fn score_quantized(&self, codes: &[i8], scale: f32, item: usize) -> f32 {
         kernel::dot_i8(codes, self.codes(item)) as f32 * (scale * self.scales[item])
     }
-}
-
-/// The refinement code in nibble `which` (0: low, 1: high) of `byte`.
-fn nibble(byte: u8, which: usize) -> i8 {
-    ((byte >> (4 * which)) & 0x0f) as i8 - 8
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::weights::Weights;
 use super::{bert, ModelError};
+use crate::nibble;
 
 /// Suffix of a layer's int8 weight values.
 pub const INT8_SUFFIX: &str = "weight_int8";
@@ -261,8 +262,7 @@ fn read_int4(weights: &Weights, values_name: &str, scales_name: &str, rows: usiz
     }
     let packed = weights.u8(values_name, &[rows, cols / 2])?;
     let scales = weights.f32(scales_name, &[rows, cols / INT4_GROUP])?.flatten_all()?.to_vec1::<f32>()?;
-    if let Some(at) = packed.iter().position(|&byte| byte & 0x0f == 0 || byte >> 4 == 0) {
-        // 0 would stand for −8, which has no positive twin.
+    if let Some(at) = nibble::first_invalid(packed) {
         return Err(invalid(format!("byte {at} holds the nibble 0; 4-bit values are stored as 1..=15 (−7..=7 plus 8)")));
     }
     // Each row is requantised per channel as `Int8Matrix::quantize` would its
@@ -276,11 +276,8 @@ fn read_int4(weights: &Weights, values_name: &str, scales_name: &str, rows: usiz
     {
         let group_bytes = || row_bytes.chunks_exact(INT4_GROUP / 2);
         let max = group_bytes().zip(group_scales).fold(0f32, |max, (bytes, &scale)| {
-            let largest = bytes
-                .iter()
-                .map(|&b| (i8::try_from(b & 0x0f).expect("a nibble") - 8).abs().max((i8::try_from(b >> 4).expect("a nibble") - 8).abs()))
-                .max();
-            larger(max, (f32::from(largest.unwrap_or(0)) * scale).abs())
+            let largest = bytes.iter().flat_map(|&b| nibble::unpack(b)).map(i8::abs).max().unwrap_or(0);
+            larger(max, (f32::from(largest) * scale).abs())
         });
         if max == 0.0 {
             row_scales.push(0.0);
@@ -288,10 +285,12 @@ fn read_int4(weights: &Weights, values_name: &str, scales_name: &str, rows: usiz
         }
         let inverse = 127.0 / max;
         for ((bytes, out), &scale) in group_bytes().zip(row_values.chunks_exact_mut(INT4_GROUP)).zip(group_scales) {
-            let table: [i8; 16] = std::array::from_fn(|code| round_weight(f32::from(code as i8 - 8) * scale * inverse));
+            // The int8 value of each 4-bit value v, at v + 7.
+            let table: [i8; 15] = std::array::from_fn(|i| round_weight(f32::from(i as i8 - 7) * scale * inverse));
             for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
-                pair[0] = table[usize::from(byte & 0x0f)];
-                pair[1] = table[usize::from(byte >> 4)];
+                let [low, high] = nibble::unpack(byte);
+                pair[0] = table[(low + 7) as usize];
+                pair[1] = table[(high + 7) as usize];
             }
         }
         row_scales.push(max / 127.0);
@@ -309,8 +308,8 @@ fn quantize_int4(values: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<half
         let scale = half::f16::from_f32(max / 7.0);
         // The stored (rounded) scale is the one values are divided by, so that they round to what the reader multiplies back.
         let inverse = if scale.to_f32() > 0.0 { 1.0 / scale.to_f32() } else { 0.0 };
-        let code = |x: f32| ((x * inverse).round().clamp(-7.0, 7.0) as i8 + 8) as u8;
-        packed.extend(group.chunks_exact(2).map(|pair| code(pair[0]) | (code(pair[1]) << 4)));
+        let code = |x: f32| (x * inverse).round().clamp(-7.0, 7.0) as i8;
+        packed.extend(group.chunks_exact(2).map(|pair| nibble::pack(code(pair[0]), code(pair[1]))));
         scales.push(scale);
     }
     (packed, scales)
