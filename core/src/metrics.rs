@@ -4,11 +4,18 @@
 
 use std::collections::BTreeSet;
 
-/// 0-based rank of `scores[positive]`: how many other entries score strictly
-/// higher, plus those that tie with it and come before it (ties never help).
+/// 0-based rank of `scores[positive]`: how many other entries score at least
+/// as high. Ties never help the positive: an equal score ranks above it.
 pub fn rank_of(scores: &[f32], positive: usize) -> usize {
+    rank_among_answers(scores, positive, |_| false)
+}
+
+/// Like [`rank_of`], where entries for which `same_answer` holds are not
+/// competitors but the same answer (a colour sibling whose text is identical
+/// to the positive's: no query can tell them apart).
+pub fn rank_among_answers(scores: &[f32], positive: usize, same_answer: impl Fn(usize) -> bool) -> usize {
     let target = scores[positive];
-    scores.iter().enumerate().filter(|&(i, &s)| i != positive && (s > target || (s == target && i < positive))).count()
+    scores.iter().enumerate().filter(|&(i, &s)| i != positive && s >= target && !same_answer(i)).count()
 }
 
 /// Percentage of ranks below `k` (recall@k in percent, as the paper reports).
@@ -55,11 +62,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rank_counts_higher_scores_and_earlier_ties() {
+    fn rank_counts_higher_scores_and_every_tie() {
         assert_eq!(rank_of(&[0.1, 0.9, 0.5], 2), 1);
         assert_eq!(rank_of(&[0.1, 0.9, 0.5], 1), 0);
-        assert_eq!(rank_of(&[0.5, 0.5, 0.5], 2), 2, "a tie ranks the positive last among equals before it");
-        assert_eq!(rank_of(&[0.5, 0.5, 0.5], 0), 0);
+        assert_eq!(rank_of(&[0.5, 0.5, 0.5], 2), 2, "ties before the positive rank above it");
+        assert_eq!(rank_of(&[0.5, 0.5, 0.5], 0), 2, "ties after the positive rank above it too");
+        assert_eq!(rank_of(&[0.5, 0.4, 0.5], 0), 1);
+    }
+
+    #[test]
+    fn same_answers_are_not_competitors() {
+        let scores = [0.5, 0.9, 0.5, 0.7];
+        assert_eq!(rank_of(&scores, 0), 3);
+        assert_eq!(rank_among_answers(&scores, 0, |i| i == 1), 2);
+        assert_eq!(rank_among_answers(&scores, 0, |i| i == 1 || i == 2), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use vitrine_core::engine::{Engine, EngineError, MAX_QUERY_BYTES};
 use vitrine_core::index::{recall, SearchParams};
 use vitrine_core::metrics::recall_at;
 use vitrine_core::tasks::{outfit_questions, tgir_triplets};
-use vitrine_trainer::eval::{ocir_recalls, retrieval_recalls, tgir_recalls, weighted_recalls, Recalls};
+use vitrine_trainer::eval::{ocir_recalls, retrieval_recalls, text_classes, tgir_recalls, weighted_recalls, Recalls, XmrDirection};
 use vitrine_trainer::finetune::MAX_OUTFIT_ITEMS;
 
 /// What `vitrine-index eval` reports.
@@ -71,7 +71,9 @@ pub fn evaluate_bundle(engine: &Engine, catalog: &Catalog, split: Split) -> Resu
     bar.set_message("text queries");
     let texts: Vec<String> = split_items.iter().map(|&i| catalog.items[i].text()).collect();
     let queries: Vec<Vec<f32>> = texts.iter().map(|t| engine.embed_query(as_query(t))).collect::<Result<_, _>>()?;
-    let (tir_random100, negatives_filled, tir_full_gallery) = retrieval_recalls(&queries, &gallery, &subcategory_of);
+    let text_class = text_classes(&texts);
+    let (tir_random100, negatives_filled, tir_full_gallery) =
+        retrieval_recalls(&queries, &gallery, &subcategory_of, &text_class, XmrDirection::TextToImage);
     let mut category_hits = 0usize;
     for (text, category) in texts.iter().zip(&category_of) {
         let intent = engine.category_intent(as_query(text))?;

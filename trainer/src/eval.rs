@@ -7,11 +7,15 @@
 //!   subcategory has fewer than 100 other items in the split, all of them are
 //!   used and the rest of the 100 are drawn from the whole split (stated in
 //!   the report as `negatives_filled`). Full gallery: every item of the split.
+//!   Ties are never won (an equal score ranks above the positive), items
+//!   whose text is identical to the query's are never negatives, and in the
+//!   image-to-text full gallery such a text counts as the same answer.
 //! - TGIR: R@10/R@50 per target category over the gallery of unique targets
 //!   of that category (FashionIQ style), and their mean.
 //! - CR/SCR: accuracy and macro-F1 (classes present in the split).
 //! - OCIR: R@10/30/50 of the hidden item among the split's items of its
-//!   category, per category and weighted by the category's share of questions.
+//!   category, per category, weighted by the category's share of questions,
+//!   and macro-averaged over categories (the paper's).
 //! - Meta-sum (the paper's ablation score): mean R of ITR + mean R of TIR
 //!   (random-100) + mean of TGIR R@10/R@50 + mean of SCR accuracy and
 //!   macro-F1 + mean of OCIR R@10/30/50.
@@ -26,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use vitrine_core::catalog::{Catalog, Split};
-use vitrine_core::metrics::{accuracy, macro_f1, rank_of, recall_at};
+use vitrine_core::metrics::{accuracy, macro_f1, rank_among_answers, rank_of, recall_at};
 use vitrine_core::tasks::Labels;
 
 use crate::finetune::{fused_pooled, ocir_query, tgir_query, CatalogInputs, Finetuned, OcirExample, SplitExamples};
@@ -75,6 +79,9 @@ pub struct EvalReport {
     pub scr: Classification,
     pub ocir: BTreeMap<String, Recalls>,
     pub ocir_weighted: [f64; 3],
+    /// The paper's average: every category counts the same.
+    #[serde(default)]
+    pub ocir_macro: [f64; 3],
     pub meta_sum: f64,
 }
 
@@ -131,8 +138,10 @@ pub fn evaluate(
 
     // XMR: position i of `rows` is both the query and the positive.
     let subcategory_of: Vec<&str> = rows.iter().map(|&r| catalog.items[inputs.items[r]].subcategory.as_str()).collect();
-    let (itr_random, negatives_filled, itr_full) = retrieval_recalls(&images, &texts, &subcategory_of);
-    let (tir_random, _, tir_full) = retrieval_recalls(&texts, &images, &subcategory_of);
+    let text_class = text_classes(&rows.iter().map(|&r| catalog.items[inputs.items[r]].text()).collect::<Vec<_>>());
+    let (itr_random, negatives_filled, itr_full) =
+        retrieval_recalls(&images, &texts, &subcategory_of, &text_class, XmrDirection::ImageToText);
+    let (tir_random, _, tir_full) = retrieval_recalls(&texts, &images, &subcategory_of, &text_class, XmrDirection::TextToImage);
     let xmr_random100 = Xmr { itr: itr_random, tir: tir_random };
     let xmr_full_gallery = Xmr { itr: itr_full, tir: tir_full };
     bar.inc(1);
@@ -181,6 +190,7 @@ pub fn evaluate(
     let ocir = ocir_recalls(&ocir_queries, &ocir_answers, &images, &category_of);
     let questions = examples.ocir.len().max(1) as f64;
     let ocir_weighted = weighted_recalls(&ocir, questions);
+    let ocir_macro = macro_recalls(&ocir);
     bar.inc(1);
     bar.finish_and_clear();
 
@@ -198,15 +208,43 @@ pub fn evaluate(
         scr,
         ocir,
         ocir_weighted,
+        ocir_macro,
         meta_sum,
     })
+}
+
+/// Which way an XMR run retrieves: the full gallery of image-to-text counts a
+/// text identical to the positive's as the same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmrDirection {
+    ImageToText,
+    TextToImage,
+}
+
+/// A class per row: rows whose texts are identical share one, so that no
+/// protocol asks a model to tell them apart.
+pub fn text_classes<S: AsRef<str>>(texts: &[S]) -> Vec<usize> {
+    let mut class_of: HashMap<&str, usize> = HashMap::new();
+    texts
+        .iter()
+        .map(|t| {
+            let next = class_of.len();
+            *class_of.entry(t.as_ref()).or_insert(next)
+        })
+        .collect()
 }
 
 /// One retrieval direction of XMR, where query `i`'s positive is gallery item
 /// `i`: R@1/5/10 of the random-100 protocol (averaged over its seeds), how
 /// many queries needed negatives from outside their subcategory, and R@1/5/10
-/// over the full gallery.
-pub fn retrieval_recalls(queries: &[Vec<f32>], gallery: &[Vec<f32>], subcategory_of: &[&str]) -> ([f64; 3], usize, [f64; 3]) {
+/// over the full gallery. Rows of the query's text class are never negatives.
+pub fn retrieval_recalls(
+    queries: &[Vec<f32>],
+    gallery: &[Vec<f32>],
+    subcategory_of: &[&str],
+    text_class: &[usize],
+    direction: XmrDirection,
+) -> ([f64; 3], usize, [f64; 3]) {
     let mut by_subcategory: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, s) in subcategory_of.iter().enumerate() {
         by_subcategory.entry(s).or_default().push(i);
@@ -218,16 +256,18 @@ pub fn retrieval_recalls(queries: &[Vec<f32>], gallery: &[Vec<f32>], subcategory
         let picked = sample(&mut rng, queries.len(), RANDOM_QUERIES.min(queries.len())).into_vec();
         let mut ranks = Vec::new();
         for &q in &picked {
-            let mut negatives: Vec<usize> = by_subcategory[subcategory_of[q]].iter().copied().filter(|&j| j != q).collect();
+            let mut negatives: Vec<usize> =
+                by_subcategory[subcategory_of[q]].iter().copied().filter(|&j| text_class[j] != text_class[q]).collect();
             negatives.shuffle(&mut rng);
             negatives.truncate(RANDOM_NEGATIVES);
-            if negatives.len() < RANDOM_NEGATIVES && queries.len() > RANDOM_NEGATIVES {
+            let eligible = text_class.iter().filter(|&&c| c != text_class[q]).count();
+            if negatives.len() < RANDOM_NEGATIVES && eligible > RANDOM_NEGATIVES {
                 if seed == 0 {
                     negatives_filled += 1;
                 }
                 while negatives.len() < RANDOM_NEGATIVES {
                     let j = rand::Rng::gen_range(&mut rng, 0..queries.len());
-                    if j != q && !negatives.contains(&j) {
+                    if text_class[j] != text_class[q] && !negatives.contains(&j) {
                         negatives.push(j);
                     }
                 }
@@ -238,8 +278,17 @@ pub fn retrieval_recalls(queries: &[Vec<f32>], gallery: &[Vec<f32>], subcategory
         runs.push([1, 5, 10].map(|k| recall_at(&ranks, k)));
     }
     let random100 = [0, 1, 2].map(|i| mean(&runs.iter().map(|r| r[i]).collect::<Vec<_>>()));
-    let full: Vec<usize> =
-        queries.iter().enumerate().map(|(i, q)| rank_of(&gallery.iter().map(|g| dot(q, g)).collect::<Vec<_>>(), i)).collect();
+    let full: Vec<usize> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let scores: Vec<f32> = gallery.iter().map(|g| dot(q, g)).collect();
+            match direction {
+                XmrDirection::ImageToText => rank_among_answers(&scores, i, |j| text_class[j] == text_class[i]),
+                XmrDirection::TextToImage => rank_of(&scores, i),
+            }
+        })
+        .collect();
     (random100, negatives_filled, [1, 5, 10].map(|k| recall_at(&full, k)))
 }
 
@@ -293,6 +342,11 @@ pub fn weighted_recalls(by_category: &BTreeMap<String, Recalls>, questions: f64)
     [0, 1, 2].map(|i| by_category.values().map(|r| r.at[i].1 * r.queries as f64 / questions).sum::<f64>())
 }
 
+/// Recalls averaged over categories, each counting the same (the paper's macro average).
+pub fn macro_recalls(by_category: &BTreeMap<String, Recalls>) -> [f64; 3] {
+    [0, 1, 2].map(|i| mean(&by_category.values().map(|r| r.at[i].1).collect::<Vec<_>>()))
+}
+
 impl EvalReport {
     /// The report as Markdown tables in the paper's shape.
     pub fn markdown(&self, title: &str) -> String {
@@ -315,16 +369,11 @@ impl EvalReport {
         for (name, c) in [("CR", &self.cr), ("SCR", &self.scr)] {
             let _ = writeln!(md, "| {name} | {} | {} | {} |", c.items, r(c.accuracy), r(c.macro_f1));
         }
-        let w = &self.ocir_weighted;
-        let _ = writeln!(md, "\n| OCIR (weighted by category) | R@10 | R@30 | R@50 |\n|---|---|---|---|");
-        let _ = writeln!(
-            md,
-            "| {} questions | {} | {} | {} |",
-            self.ocir.values().map(|r| r.queries).sum::<usize>(),
-            r(w[0]),
-            r(w[1]),
-            r(w[2])
-        );
+        let questions = self.ocir.values().map(|r| r.queries).sum::<usize>();
+        let _ = writeln!(md, "\n| OCIR ({questions} questions) | R@10 | R@30 | R@50 |\n|---|---|---|---|");
+        for (name, w) in [("weighted by category", &self.ocir_weighted), ("macro over categories", &self.ocir_macro)] {
+            let _ = writeln!(md, "| {name} | {} | {} | {} |", r(w[0]), r(w[1]), r(w[2]));
+        }
         let _ = writeln!(md, "\nMeta-sum: **{}**", r(self.meta_sum));
         md
     }
