@@ -249,6 +249,10 @@ pub fn retrieval_recalls(
     for (i, s) in subcategory_of.iter().enumerate() {
         by_subcategory.entry(s).or_default().push(i);
     }
+    let mut class_size: HashMap<usize, usize> = HashMap::new();
+    for &c in text_class {
+        *class_size.entry(c).or_default() += 1;
+    }
     let mut runs = Vec::new();
     let mut negatives_filled = 0;
     for seed in 0..RANDOM_SEEDS {
@@ -260,7 +264,7 @@ pub fn retrieval_recalls(
                 by_subcategory[subcategory_of[q]].iter().copied().filter(|&j| text_class[j] != text_class[q]).collect();
             negatives.shuffle(&mut rng);
             negatives.truncate(RANDOM_NEGATIVES);
-            let eligible = text_class.iter().filter(|&&c| c != text_class[q]).count();
+            let eligible = queries.len() - class_size[&text_class[q]];
             if negatives.len() < RANDOM_NEGATIVES && eligible > RANDOM_NEGATIVES {
                 if seed == 0 {
                     negatives_filled += 1;
@@ -376,5 +380,26 @@ impl EvalReport {
         }
         let _ = writeln!(md, "\nMeta-sum: **{}**", r(self.meta_sum));
         md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_texts_are_never_negatives_and_the_same_answer_image_to_text() {
+        // Rows 0 and 1 share one text and one image vector: no model can tell them apart.
+        let vectors = vec![vec![1.0, 0.0], vec![1.0, 0.0], vec![0.0, 1.0]];
+        let subcategory_of = ["a"; 3];
+        let same_text = text_classes(&["red dress", "red dress", "blue coat"]);
+        assert_eq!(same_text, vec![0, 0, 1]);
+        let (random, _, full) = retrieval_recalls(&vectors, &vectors, &subcategory_of, &same_text, XmrDirection::ImageToText);
+        assert_eq!(random[0], 100.0, "the sibling is left out of the negatives");
+        assert_eq!(full[0], 100.0, "the sibling's identical text counts as the answer");
+        let (_, _, full) = retrieval_recalls(&vectors, &vectors, &subcategory_of, &same_text, XmrDirection::TextToImage);
+        assert!((full[0] - 100.0 / 3.0).abs() < 1e-9, "the tie between the siblings' photos is never won: {full:?}");
+        let (random, _, _) = retrieval_recalls(&vectors, &vectors, &subcategory_of, &[0, 1, 2], XmrDirection::TextToImage);
+        assert!(random[0] < 100.0, "distinct texts make the sibling a negative, and its tie is lost: {random:?}");
     }
 }
