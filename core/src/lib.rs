@@ -9,6 +9,7 @@
 //! - [`synth`]: a small deterministic generated catalog so that every test runs
 //!   without external data.
 //! - `summary`: the counts `vitrine catalog check` prints (native only).
+//! - [`lexical`]: BM25 keyword scoring over product texts.
 //! - [`metrics`]: recall@k, accuracy and macro-F1 of the evaluation protocols.
 //! - [`hash`]: FNV-1a, for cache names and deterministic choices.
 //! - [`text`]: the WordPiece tokenizer, loaded from a `tokenizer.json`.
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod engine;
 pub mod hash;
 pub mod index;
+pub mod lexical;
 pub mod metrics;
 pub mod model;
 mod nibble;

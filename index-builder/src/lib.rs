@@ -13,11 +13,13 @@
 //! - [`build`]: int8 vectors, HNSW graph, int8 text encoder and the bundle,
 //!   with per-stage timings.
 //! - [`evaluate`]: retrieval through a bundle with the teacher's protocols.
+//! - [`shopper`]: shopper queries through a bundle beside BM25 and MiniLM.
 
 pub mod build;
 pub mod distill;
 pub mod embed;
 pub mod evaluate;
 pub mod heads;
+pub mod shopper;
 pub mod student;
 pub mod vocab;

@@ -11,16 +11,21 @@ use vitrine_core::catalog::Split;
 use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
-use vitrine_core::model::quant::StoredBits;
+use vitrine_core::model::quant::{LoadOptions, StoredBits};
+use vitrine_core::model::text_encoder::TextEncoder;
 use vitrine_core::tasks::Labels;
 use vitrine_index_builder::build::{build_catalog, BuildInputs, EmbeddingSource, StageTimes, Teacher};
 use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
 use vitrine_index_builder::evaluate::{comparison_markdown, evaluate_bundle};
+use vitrine_index_builder::shopper::{run_shopper_queries, shopper_markdown};
 use vitrine_index_builder::student::StudentOptions;
 use vitrine_trainer::checkpoint;
 use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
 use vitrine_trainer::recipe::Recipe;
+
+/// all-MiniLM-L6-v2's own input limit (sentence-transformers' max_seq_length).
+const MINILM_MAX_TOKENS: usize = 256;
 
 #[derive(Parser)]
 #[command(name = "vitrine-index", version, about = "Build vitrine's search index from a trained model and a catalog")]
@@ -145,6 +150,29 @@ enum Command {
         #[arg(long)]
         teacher_report: Option<PathBuf>,
         /// Writes the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Shopper queries ("<colour> <product type>", judged by the catalog's fields) through
+    /// a bundle, beside BM25 and MiniLM embeddings of title + description and the chance line.
+    Shopper {
+        #[command(flatten)]
+        source: Source,
+        /// Bundle folder or single file.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Queries need items in this split, which is also searched alone.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// The pretrained all-MiniLM-L6-v2 folder (config.json, model.safetensors, tokenizer.json).
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        minilm: PathBuf,
+        /// Number of queries (a seeded sample of the colour and type pairs).
+        #[arg(long, default_value_t = 150)]
+        queries: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Writes the report as JSON here (the Markdown goes to stdout).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -323,6 +351,18 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => println!("{}", serde_json::to_string_pretty(&figures)?),
             }
+        }
+        Command::Shopper { source, bundle, split, minilm, queries, seed, out } => {
+            let catalog = open_catalog(&source)?;
+            let split: Split = split.parse().map_err(|e| anyhow::anyhow!("--split: {e}"))?;
+            let engine = Engine::from_bundle(read_bundle(&bundle)?)?;
+            let minilm = TextEncoder::from_dir(&minilm, LoadOptions::default(), MINILM_MAX_TOKENS)
+                .with_context(|| format!("loading MiniLM from {} (run `cargo xtask setup`)", minilm.display()))?;
+            let report = run_shopper_queries(&engine, &catalog, &minilm, split, queries, seed)?;
+            if let Some(path) = &out {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{}", shopper_markdown(&report));
         }
         Command::Embed { source, model: args, shard, out } => {
             let catalog = open_catalog(&source)?;
