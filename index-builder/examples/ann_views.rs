@@ -30,7 +30,7 @@ use vitrine_core::index::{recall, AnnIndex, BuildParams, Hit, SearchParams};
 use vitrine_index_builder::build::bundle_folder;
 use vitrine_index_builder::embed::merge;
 use vitrine_index_builder::heads::CompactHeads;
-use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
+use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
 use vitrine_trainer::model::bert::l2_normalize;
 use vitrine_trainer::recipe::Recipe;
 
@@ -99,6 +99,7 @@ fn main() -> Result<()> {
     let inputs = CatalogInputs::for_items(
         &catalog,
         embeddings.items.clone(),
+        ItemTexts::Plain,
         &finetuned.tokenizer,
         &recipe,
         &args.models.join("efficientnet-lite0/model.safetensors"),

@@ -114,7 +114,7 @@ mod vectors {
     use vitrine_core::engine::BundleModelConfig;
     use vitrine_index_builder::embed::merge;
     use vitrine_index_builder::heads::CompactHeads;
-    use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
+    use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
     use vitrine_trainer::model::bert::l2_normalize;
     use vitrine_trainer::recipe::Recipe;
 
@@ -205,6 +205,7 @@ mod vectors {
         let inputs = CatalogInputs::for_items(
             &catalog,
             embeddings.items.clone(),
+            ItemTexts::Plain,
             &finetuned.tokenizer,
             &recipe,
             &models.join("efficientnet-lite0/model.safetensors"),

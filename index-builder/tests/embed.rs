@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tch::Device;
 use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Start};
+use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Start};
 
 mod common;
 
@@ -20,6 +20,7 @@ fn shards_merge_into_the_whole_and_resume_reuses_chunks() {
         let inputs = CatalogInputs::for_items(
             &catalog,
             shard_items(&catalog, shard),
+            ItemTexts::Plain,
             &model.tokenizer,
             &recipe,
             &paths.image_encoder,
@@ -58,6 +59,7 @@ fn shards_merge_into_the_whole_and_resume_reuses_chunks() {
     let inputs = CatalogInputs::for_items(
         &catalog,
         shard_items(&catalog, half),
+        ItemTexts::Plain,
         &other_model.tokenizer,
         &recipe,
         &paths.image_encoder,

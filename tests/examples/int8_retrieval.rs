@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use vitrine_core::catalog::{self, ImportOptions, Split};
 use vitrine_core::metrics::{rank_of, recall_at};
 use vitrine_core::model::{Int8Kernel, LoadOptions, TextEncoder};
-use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
+use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
 use vitrine_trainer::recipe::Recipe;
 
 fn rows_of(t: &tch::Tensor) -> Vec<Vec<f32>> {
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let catalog = catalog::open(catalog_dir, ImportOptions::default())?;
     let model = load_finetuned(checkpoint, recipe.max_text_tokens, tch::Device::Cpu)?;
     let weights = PathBuf::from("models/efficientnet-lite0/model.safetensors");
-    let inputs = CatalogInputs::new(&catalog, &model.tokenizer, &recipe, &weights, cache, tch::Device::Cpu)?;
+    let inputs = CatalogInputs::new(&catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &weights, cache, tch::Device::Cpu)?;
     let rows: Vec<usize> = catalog.items_in(Split::Test).filter_map(|(i, _)| inputs.row_of(i)).collect();
     let texts: Vec<String> = rows.iter().map(|&r| catalog.items[inputs.items[r]].text()).collect();
 

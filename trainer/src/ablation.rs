@@ -13,7 +13,7 @@ use vitrine_core::catalog::{BadRowPolicy, Catalog, Split};
 use vitrine_core::tasks::Labels;
 
 use crate::eval::{evaluate, EvalReport};
-use crate::finetune::{finetune, load_finetuned, CatalogInputs, Start};
+use crate::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Start};
 use crate::pretext::Task;
 use crate::pretrain::{pretrain, ModelPaths};
 use crate::recipe::Recipe;
@@ -129,7 +129,7 @@ fn run_row(
     let finetuned = finetune(catalog, &recipe, paths, start, &dir.join("finetune"), true)?;
     let device = recipe.device();
     let model = load_finetuned(&finetuned.checkpoint, recipe.max_text_tokens, device)?;
-    let inputs = CatalogInputs::new(catalog, &model.tokenizer, &recipe, &paths.image_encoder, &paths.cache_for(&dir), device)?;
+    let inputs = CatalogInputs::new(catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &paths.image_encoder, &paths.cache_for(&dir), device)?;
     let report = evaluate(&model, catalog, labels, &inputs, Split::Test, device)?;
     Ok(RowResult {
         row: row.name.to_string(),

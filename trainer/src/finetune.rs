@@ -79,6 +79,24 @@ enum ItemImages {
     Photos(Vec<PathBuf>),
 }
 
+/// Which text of an item the model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemTexts {
+    /// Title and description, as indexed and as the protocols query ([`vitrine_core::catalog::Item::text`]).
+    Plain,
+    /// Training captions with the structured attributes ([`vitrine_core::catalog::Item::caption`]).
+    Captions,
+}
+
+impl ItemTexts {
+    fn of(self, item: &vitrine_core::catalog::Item) -> String {
+        match self {
+            ItemTexts::Plain => item.text(),
+            ItemTexts::Captions => item.caption(),
+        }
+    }
+}
+
 /// The catalog as model inputs: one row per item with a photo.
 pub struct CatalogInputs {
     /// Catalog item index of each row.
@@ -92,10 +110,11 @@ pub struct CatalogInputs {
 }
 
 impl CatalogInputs {
-    /// Tokenises every item's text and, with a frozen image encoder, computes
-    /// (or reads from `cache`) its feature maps.
+    /// Tokenises every item's text (as `texts` says) and, with a frozen image
+    /// encoder, computes (or reads from `cache`) its feature maps.
     pub fn new(
         catalog: &Catalog,
+        texts: ItemTexts,
         tokenizer: &Tokenizer,
         recipe: &Recipe,
         image_weights: &Path,
@@ -103,14 +122,16 @@ impl CatalogInputs {
         device: Device,
     ) -> Result<CatalogInputs, TrainError> {
         let items = crate::prepare::items_with_photos(catalog);
-        CatalogInputs::for_items(catalog, items, tokenizer, recipe, image_weights, cache, device)
+        CatalogInputs::for_items(catalog, items, texts, tokenizer, recipe, image_weights, cache, device)
     }
 
     /// The same for some of the catalog's items (each with a photo), e.g. one
     /// shard of a large catalog.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_items(
         catalog: &Catalog,
         items: Vec<usize>,
+        texts: ItemTexts,
         tokenizer: &Tokenizer,
         recipe: &Recipe,
         image_weights: &Path,
@@ -120,7 +141,7 @@ impl CatalogInputs {
         let row_of = items.iter().enumerate().map(|(row, &item)| (item, row)).collect();
         let texts = items
             .iter()
-            .map(|&i| tokenizer.encode(&catalog.items[i].text()).map(|e| e.ids.iter().map(|&t| i64::from(t)).collect()))
+            .map(|&i| tokenizer.encode(&texts.of(&catalog.items[i])).map(|e| e.ids.iter().map(|&t| i64::from(t)).collect()))
             .collect::<Result<Vec<_>, _>>()?;
         let photos = crate::prepare::first_photos(catalog, &items);
         let images = match recipe.image_encoder {
@@ -449,7 +470,7 @@ pub fn finetune(
     model_config.categories = labels.categories.len() as i64;
     model_config.subcategories = labels.subcategories.len() as i64;
     let tokenizer = Tokenizer::from_file(&tokenizer_path, recipe.max_text_tokens)?;
-    let inputs = CatalogInputs::new(catalog, &tokenizer, recipe, &paths.image_encoder, &paths.cache_for(run_dir), device)?;
+    let inputs = CatalogInputs::new(catalog, ItemTexts::Captions, &tokenizer, recipe, &paths.image_encoder, &paths.cache_for(run_dir), device)?;
     let examples = SplitExamples::new(catalog, &labels, &inputs, &tokenizer, Split::Train)?;
     let counts: BTreeMap<Downstream, usize> = sampler.tasks().map(|t| (t, examples.count(t))).collect();
     if let Some((task, _)) = counts.iter().find(|(_, &n)| n < 2) {

@@ -153,7 +153,7 @@ pub fn pretrain_set(
     if examples.is_empty() {
         return Err(PrepareError::NoTrainItems);
     }
-    let encodings = examples.iter().map(|&i| tokenizer.encode(&catalog.items[i].text())).collect::<Result<Vec<_>, _>>()?;
+    let encodings = examples.iter().map(|&i| tokenizer.encode(&catalog.items[i].caption())).collect::<Result<Vec<_>, _>>()?;
     let vocabulary = PacVocabulary::mine(examples.iter().map(|&i| &catalog.items[i]), &recipe.pac);
     let attributes = examples.iter().map(|&i| vocabulary.attributes_of(&catalog.items[i])).collect();
     let images = if recipe.image_encoder == ImageEncoderMode::Frozen {

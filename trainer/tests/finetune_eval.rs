@@ -8,7 +8,7 @@ use vitrine_core::catalog::{self, BadRowPolicy, Catalog, ImportOptions, Split};
 use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_core::tasks::Labels;
 use vitrine_trainer::eval::evaluate;
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Downstream, Start};
+use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Downstream, Start};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
 
@@ -68,7 +68,7 @@ fn multi_task_fine_tune_is_evaluated_with_every_protocol() {
     let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
     assert_eq!(model.categories, labels.categories);
     let inputs =
-        CatalogInputs::new(&catalog, &model.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), tch::Device::Cpu).unwrap();
+        CatalogInputs::new(&catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), tch::Device::Cpu).unwrap();
     let report = evaluate(&model, &catalog, &labels, &inputs, Split::Test, tch::Device::Cpu).unwrap();
 
     assert_eq!(report.items, catalog.items_in(Split::Test).count());

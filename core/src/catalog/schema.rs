@@ -46,6 +46,33 @@ impl Item {
         }
     }
 
+    /// The text used to train image-text tasks: [`Item::text`] with the
+    /// structured colour, print and type near the front (so that truncation
+    /// keeps them), in one of several phrasings picked by the id. Catalog
+    /// text rarely names the colour; captions teach the colour words from the
+    /// photo. Never the indexed or evaluated text, which stays [`Item::text`].
+    pub fn caption(&self) -> String {
+        let colour = self.attribute(attr::COLOUR).map(str::to_lowercase);
+        let print = self.attribute(attr::PRINT).map(str::to_lowercase).filter(|p| p != "solid");
+        if colour.is_none() && print.is_none() {
+            return self.text();
+        }
+        let colour = colour.unwrap_or_default();
+        let print = print.map(|p| format!(", {p}")).unwrap_or_default();
+        let product_type = self.subcategory.to_lowercase();
+        let title = self.title.trim();
+        let lead = match crate::hash::fnv1a64(self.id.as_bytes()) % 3 {
+            0 => format!("{title}. {colour} {product_type}{print}"),
+            1 => format!("{colour} {title}{print}"),
+            _ => format!("{title} in {colour}{print}"),
+        };
+        let lead = lead.split_whitespace().collect::<Vec<_>>().join(" ");
+        match self.description.trim() {
+            "" => lead,
+            d => format!("{lead}. {d}"),
+        }
+    }
+
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
@@ -105,5 +132,40 @@ impl FromStr for Split {
             "test" => Ok(Split::Test),
             other => Err(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captions_carry_colour_and_print_and_fall_back_to_the_text() {
+        let mut item = Item {
+            id: "0706016001".into(),
+            group_id: "0706016".into(),
+            title: "Jade HW Skinny Denim TRS".into(),
+            description: "High-waisted jeans in washed superstretch denim.".into(),
+            category: "Garment Lower body".into(),
+            subcategory: "Trousers".into(),
+            attributes: [(attr::COLOUR.to_string(), "Dark Blue".to_string()), (attr::PRINT.to_string(), "Denim".to_string())].into(),
+            images: Vec::new(),
+            price: None,
+            url: None,
+            source: SourceLoc::default(),
+        };
+        let caption = item.caption();
+        assert!(caption.contains("dark blue") && caption.contains(", denim"), "{caption}");
+        assert!(caption.ends_with(". High-waisted jeans in washed superstretch denim."), "{caption}");
+        // Several phrasings across items.
+        let phrasings: std::collections::BTreeSet<String> = (0..30)
+            .map(|i| {
+                item.id = format!("item{i}");
+                item.caption().split("dark blue").next().unwrap_or("").len().to_string()
+            })
+            .collect();
+        assert!(phrasings.len() >= 2, "{phrasings:?}");
+        item.attributes.clear();
+        assert_eq!(item.caption(), item.text());
     }
 }

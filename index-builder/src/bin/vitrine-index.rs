@@ -21,7 +21,7 @@ use vitrine_index_builder::evaluate::{comparison_markdown, evaluate_bundle};
 use vitrine_index_builder::shopper::{run_shopper_queries, shopper_markdown};
 use vitrine_index_builder::student::StudentOptions;
 use vitrine_trainer::checkpoint;
-use vitrine_trainer::finetune::{load_finetuned, CatalogInputs};
+use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
 use vitrine_trainer::recipe::Recipe;
 
 /// all-MiniLM-L6-v2's own input limit (sentence-transformers' max_seq_length).
@@ -42,6 +42,27 @@ struct Source {
     /// Skip bad catalog rows (reported) instead of failing.
     #[arg(long)]
     skip_bad_rows: bool,
+}
+
+/// A bundle of a catalog, measured on one of its splits.
+#[derive(clap::Args)]
+struct BundleOnSplit {
+    #[command(flatten)]
+    source: Source,
+    /// Bundle folder or single file.
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+}
+
+impl BundleOnSplit {
+    fn open(&self) -> Result<(catalog::Catalog, Engine, Split)> {
+        let catalog = open_catalog(&self.source)?;
+        let split: Split = self.split.parse().map_err(|e| anyhow::anyhow!("--split: {e}"))?;
+        let engine = Engine::from_bundle(read_bundle(&self.bundle)?)?;
+        Ok((catalog, engine, split))
+    }
 }
 
 /// The model and how to run it.
@@ -140,12 +161,7 @@ enum Command {
     /// beside the teacher's figures when given.
     Eval {
         #[command(flatten)]
-        source: Source,
-        /// Bundle folder or single file.
-        #[arg(long)]
-        bundle: PathBuf,
-        #[arg(long, default_value = "test")]
-        split: String,
+        target: BundleOnSplit,
         /// The teacher's `vitrine-train eval --out` report on the same split.
         #[arg(long)]
         teacher_report: Option<PathBuf>,
@@ -156,14 +172,9 @@ enum Command {
     /// Shopper queries ("<colour> <product type>", judged by the catalog's fields) through
     /// a bundle, beside BM25 and MiniLM embeddings of title + description and the chance line.
     Shopper {
+        /// Queries need items of the split, which is also searched alone.
         #[command(flatten)]
-        source: Source,
-        /// Bundle folder or single file.
-        #[arg(long)]
-        bundle: PathBuf,
-        /// Queries need items in this split, which is also searched alone.
-        #[arg(long, default_value = "test")]
-        split: String,
+        target: BundleOnSplit,
         /// The pretrained all-MiniLM-L6-v2 folder (config.json, model.safetensors, tokenizer.json).
         #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
         minilm: PathBuf,
@@ -257,7 +268,7 @@ fn run(cli: Cli) -> Result<()> {
                 let finetuned = load_finetuned(&dir, recipe.max_text_tokens, recipe.device())?;
                 let cache = model.cache.clone().unwrap_or_else(|| out.join("cache"));
                 let image_weights = model.models.join("efficientnet-lite0/model.safetensors");
-                let inputs = CatalogInputs::new(&catalog, &finetuned.tokenizer, &recipe, &image_weights, &cache, recipe.device())?;
+                let inputs = CatalogInputs::new(&catalog, ItemTexts::Plain, &finetuned.tokenizer, &recipe, &image_weights, &cache, recipe.device())?;
                 Ok((catalog, labels, recipe, dir, finetuned, inputs))
             })?;
             let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: recipe.device() };
@@ -334,10 +345,8 @@ fn run(cli: Cli) -> Result<()> {
                 vitrine_index_builder::build::single_file(&out).display()
             );
         }
-        Command::Eval { source, bundle, split, teacher_report, out } => {
-            let catalog = open_catalog(&source)?;
-            let split: Split = split.parse().map_err(|e| anyhow::anyhow!("--split: {e}"))?;
-            let engine = Engine::from_bundle(read_bundle(&bundle)?)?;
+        Command::Eval { target, teacher_report, out } => {
+            let (catalog, engine, split) = target.open()?;
             let figures = evaluate_bundle(&engine, &catalog, split)?;
             if let Some(path) = &out {
                 std::fs::write(path, serde_json::to_string_pretty(&figures)?).with_context(|| format!("writing {}", path.display()))?;
@@ -352,10 +361,8 @@ fn run(cli: Cli) -> Result<()> {
                 None => println!("{}", serde_json::to_string_pretty(&figures)?),
             }
         }
-        Command::Shopper { source, bundle, split, minilm, queries, seed, out } => {
-            let catalog = open_catalog(&source)?;
-            let split: Split = split.parse().map_err(|e| anyhow::anyhow!("--split: {e}"))?;
-            let engine = Engine::from_bundle(read_bundle(&bundle)?)?;
+        Command::Shopper { target, minilm, queries, seed, out } => {
+            let (catalog, engine, split) = target.open()?;
             let minilm = TextEncoder::from_dir(&minilm, LoadOptions::default(), MINILM_MAX_TOKENS)
                 .with_context(|| format!("loading MiniLM from {} (run `cargo xtask setup`)", minilm.display()))?;
             let report = run_shopper_queries(&engine, &catalog, &minilm, split, queries, seed)?;
@@ -373,7 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             let cache = args.cache.unwrap_or_else(|| out.join("cache"));
             let image_weights = args.models.join("efficientnet-lite0/model.safetensors");
             let items = shard_items(&catalog, shard);
-            let inputs = CatalogInputs::for_items(&catalog, items, &model.tokenizer, &recipe, &image_weights, &cache, device)?;
+            let inputs = CatalogInputs::for_items(&catalog, items, ItemTexts::Plain, &model.tokenizer, &recipe, &image_weights, &cache, device)?;
             let summary = embed_shard(&model, &dir, &catalog, &inputs, shard, &out, device)?;
             println!(
                 "shard {}/{}: {} items in {} chunks ({} reused), {:.1} items/s",

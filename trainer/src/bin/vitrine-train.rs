@@ -12,7 +12,7 @@ use vitrine_core::tasks::Labels;
 use vitrine_trainer::ablation::{ablation_markdown, paper_rows, run_ablation};
 use vitrine_trainer::checkpoint;
 use vitrine_trainer::eval::evaluate;
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, Downstream, Start};
+use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Downstream, Start};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
 use vitrine_trainer::train_loop::LoopTask;
@@ -218,7 +218,7 @@ fn run(cli: Cli) -> Result<()> {
             let device = recipe.device();
             let model = load_finetuned(&dir, recipe.max_text_tokens, device)?;
             let paths = model_paths(&common, None);
-            let inputs = CatalogInputs::new(&catalog, &model.tokenizer, &recipe, &paths.image_encoder, &paths.cache_for(&dir), device)?;
+            let inputs = CatalogInputs::new(&catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &paths.image_encoder, &paths.cache_for(&dir), device)?;
             let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip)?;
             let report = evaluate(&model, &catalog, &labels, &inputs, split, device)?;
             println!("{}", report.markdown(&format!("{} ({})", dir.display(), recipe.name)));
