@@ -28,6 +28,9 @@ const MIN_CATALOG_ITEMS: usize = 10;
 /// …and the split at least this many.
 const MIN_SPLIT_ITEMS: usize = 2;
 
+/// Queries whose top results the report lists, for reading.
+const EXAMPLE_QUERIES: usize = 8;
+
 /// One shopper query and the fields that judge it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShopperQuery {
@@ -52,7 +55,7 @@ fn is_named_type(product_type: &str) -> bool {
 pub fn shopper_queries(catalog: &Catalog, split: Split, count: usize, seed: u64) -> Vec<ShopperQuery> {
     let mut pairs: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
     let mut type_categories: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
-    for (i, item) in catalog.items.iter().enumerate() {
+    for item in &catalog.items {
         *type_categories.entry(item.subcategory.as_str()).or_default().entry(item.category.as_str()).or_default() += 1;
         let Some(colour) = item.attribute(attr::COLOUR) else { continue };
         if !is_named_colour(colour) || !is_named_type(&item.subcategory) {
@@ -60,7 +63,7 @@ pub fn shopper_queries(catalog: &Catalog, split: Split, count: usize, seed: u64)
         }
         let counts = pairs.entry((colour, item.subcategory.as_str())).or_default();
         counts.0 += 1;
-        counts.1 += usize::from(catalog.split_of(&catalog.items[i].id) == Some(split));
+        counts.1 += usize::from(catalog.split_of(&item.id) == Some(split));
     }
     let mut queries: Vec<ShopperQuery> = pairs
         .into_iter()
@@ -158,27 +161,24 @@ fn judge(catalog: &Catalog, query: &ShopperQuery, top: &[usize]) -> [usize; 3] {
     hits
 }
 
-fn precisions(hits: &[[usize; 3]]) -> Precisions {
-    let mean = |j: usize| 100.0 * hits.iter().map(|h| h[j] as f64).sum::<f64>() / (K * hits.len().max(1)) as f64;
-    Precisions { colour_and_type: mean(0), colour: mean(1), product_type: mean(2) }
+/// Mean hits per query (colour + type, colour, type; expected hits allowed) as precision@K.
+fn precisions(hits: impl ExactSizeIterator<Item = [f64; 3]>) -> Precisions {
+    let queries = hits.len().max(1);
+    let sums = hits.fold([0.0; 3], |sums, h| [sums[0] + h[0], sums[1] + h[1], sums[2] + h[2]]);
+    let precision = |j: usize| 100.0 * sums[j] / (K * queries) as f64;
+    Precisions { colour_and_type: precision(0), colour: precision(1), product_type: precision(2) }
 }
 
 /// The chance line on `corpus`: `K` items of the query's type drawn at random
 /// (all of them when fewer), judged in expectation.
 fn chance(catalog: &Catalog, queries: &[ShopperQuery], corpus: &[usize]) -> Precisions {
-    let hits: Vec<[f64; 3]> = queries
-        .iter()
-        .map(|q| {
-            let of_type: Vec<usize> = corpus.iter().copied().filter(|&i| catalog.items[i].subcategory == q.product_type).collect();
-            let right_colour =
-                of_type.iter().filter(|&&i| catalog.items[i].attribute(attr::COLOUR) == Some(q.colour.as_str())).count();
-            let drawn = K.min(of_type.len()) as f64;
-            let colour = drawn * right_colour as f64 / of_type.len().max(1) as f64;
-            [colour, colour, drawn]
-        })
-        .collect();
-    let mean = |j: usize| 100.0 * hits.iter().map(|h| h[j]).sum::<f64>() / (K * hits.len().max(1)) as f64;
-    Precisions { colour_and_type: mean(0), colour: mean(1), product_type: mean(2) }
+    precisions(queries.iter().map(|q| {
+        let of_type: Vec<usize> = corpus.iter().copied().filter(|&i| catalog.items[i].subcategory == q.product_type).collect();
+        let right_colour = of_type.iter().filter(|&&i| catalog.items[i].attribute(attr::COLOUR) == Some(q.colour.as_str())).count();
+        let drawn = K.min(of_type.len()) as f64;
+        let colour = drawn * right_colour as f64 / of_type.len().max(1) as f64;
+        [colour, colour, drawn]
+    }))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -251,7 +251,7 @@ pub fn run_shopper_queries(
             ];
             for (m, top) in tops.iter().enumerate() {
                 hits.entry((m, c)).or_default().push(judge(catalog, query, top));
-                if c == 0 && examples.len() < 3 * 8 {
+                if c == 0 && examples.len() < methods.len() * EXAMPLE_QUERIES {
                     let top = top
                         .iter()
                         .take(5)
@@ -276,7 +276,7 @@ pub fn run_shopper_queries(
     let mut figures = Vec::new();
     for (c, (corpus_name, corpus)) in corpora.iter().enumerate() {
         for (m, method) in methods.iter().enumerate() {
-            let precision_at_10 = precisions(&hits[&(m, c)]);
+            let precision_at_10 = precisions(hits[&(m, c)].iter().map(|h| h.map(|n| n as f64)));
             figures.push(MethodFigures { method: method.to_string(), corpus: corpus_name.clone(), precision_at_10 });
         }
         figures.push(MethodFigures {
