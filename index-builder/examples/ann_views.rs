@@ -30,9 +30,10 @@ use vitrine_core::index::{recall, AnnIndex, BuildParams, Hit, SearchParams};
 use vitrine_index_builder::build::bundle_folder;
 use vitrine_index_builder::embed::merge;
 use vitrine_index_builder::heads::CompactHeads;
-use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
 use vitrine_trainer::model::bert::l2_normalize;
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::teacher::load_finetuned;
 
 #[derive(Parser)]
 struct Args {

@@ -114,9 +114,10 @@ mod vectors {
     use vitrine_core::engine::BundleModelConfig;
     use vitrine_index_builder::embed::merge;
     use vitrine_index_builder::heads::CompactHeads;
-    use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
+    use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
     use vitrine_trainer::model::bert::l2_normalize;
     use vitrine_trainer::recipe::Recipe;
+    use vitrine_trainer::teacher::load_finetuned;
 
     /// Windows of the 7×7 grid: (size, top, left). The whole grid and its
     /// four 6×6 corners are ann_views.rs's unmirrored views; the nine 5×5

@@ -24,9 +24,11 @@ use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_core::tasks::Labels;
 use vitrine_index_builder::build::{build_catalog, single_file, BuildInputs, EmbeddingSource, StageTimes, Teacher};
 use vitrine_index_builder::distill::DistillOptions;
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Start};
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
+use vitrine_trainer::finetune::{finetune, Start};
 use vitrine_trainer::pretrain::ModelPaths;
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::teacher::load_finetuned;
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 /// The title the storefront must render as text, never as markup.
@@ -84,7 +86,15 @@ fn main() -> Result<()> {
     recipe.checkpoint_every = FINETUNE_STEPS;
     let run = finetune(&catalog, &recipe, &paths, Start::Towers, &work.join("finetune"), false)?;
     let finetuned = load_finetuned(&run.checkpoint, 32, Device::Cpu)?;
-    let inputs = CatalogInputs::new(&catalog, ItemTexts::Plain, &finetuned.tokenizer, &recipe, &paths.image_encoder, &work.join("cache"), Device::Cpu)?;
+    let inputs = CatalogInputs::new(
+        &catalog,
+        ItemTexts::Plain,
+        &finetuned.tokenizer,
+        &recipe,
+        &paths.image_encoder,
+        &work.join("cache"),
+        Device::Cpu,
+    )?;
     let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     let options = DistillOptions { dim: 64, steps: 300, batch: 32, ..Default::default() };
     let params = BuildParams::default();

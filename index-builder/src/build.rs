@@ -14,8 +14,8 @@ use vitrine_core::engine::BundleModelConfig;
 use vitrine_core::index::{AnnIndex, BuildParams};
 use vitrine_core::model::quant::{quantize_safetensors_to, StoredBits};
 use vitrine_core::tasks::Labels;
-use vitrine_trainer::finetune::CatalogInputs;
-use vitrine_trainer::finetune::Finetuned;
+use vitrine_trainer::catalog_inputs::CatalogInputs;
+use vitrine_trainer::teacher::Finetuned;
 
 use crate::distill::{distill, DistillOptions, DistillReport, TeacherRun, TeacherSpace};
 use crate::embed::{embed_shard, merge, EmbedError, Shard};
@@ -25,7 +25,7 @@ use crate::student::{distill_student, Student, StudentOptions, StudentReport};
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
-    Train(#[from] vitrine_trainer::train_loop::TrainError),
+    Train(#[from] vitrine_trainer::error::TrainError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
     #[error(transparent)]

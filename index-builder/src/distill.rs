@@ -30,9 +30,10 @@ use vitrine_core::catalog::{Catalog, Split};
 use vitrine_core::metrics::{rank_of, recall_at};
 use vitrine_core::model::compact::CompactConfig;
 use vitrine_core::tasks::Labels;
-use vitrine_trainer::finetune::{fused_pooled, ocir_query, tgir_query, CatalogInputs, Finetuned, OcirExample, SplitExamples};
+use vitrine_trainer::catalog_inputs::{CatalogInputs, OcirExample, SplitExamples};
+use vitrine_trainer::error::TrainError;
 use vitrine_trainer::model::bert::l2_normalize;
-use vitrine_trainer::train_loop::TrainError;
+use vitrine_trainer::teacher::Finetuned;
 
 use crate::embed::Embeddings;
 use crate::heads::CompactHeads;
@@ -191,7 +192,7 @@ impl TeacherRun<'_> {
         let tgir: Vec<_> = tgir.into_iter().filter(|e| self.emb_row(e.reference).is_some() && self.emb_row(e.target).is_some()).collect();
         let tgir_teacher = batched(tgir.len(), |r| {
             let refs: Vec<usize> = tgir[r.clone()].iter().map(|e| e.reference).collect();
-            let q = tgir_query(model, self.inputs, &refs, tgir[r].iter().map(|e| e.modification.clone()), None, false, self.device)?;
+            let q = self.inputs.tgir_query(model, &refs, tgir[r].iter().map(|e| e.modification.clone()), None, false, self.device)?;
             Ok(l2_normalize(&q))
         })?;
         let tgir_texts = batched(tgir.len(), |r| {
@@ -214,7 +215,7 @@ impl TeacherRun<'_> {
             .collect();
         let ocir_teacher = batched(ocir.len(), |r| {
             let outfits: Vec<&OcirExample> = ocir[r].iter().collect();
-            Ok(l2_normalize(&ocir_query(model, self.inputs, &outfits, None, self.device)?))
+            Ok(l2_normalize(&self.inputs.ocir_query(model, &outfits, None, self.device)?))
         })?;
         let ocir = TeacherAnswers {
             inputs: ocir.iter().map(|e| e.outfit.iter().map(|&o| self.emb_row(o).expect("filtered")).collect()).collect(),
@@ -232,7 +233,7 @@ impl TeacherRun<'_> {
             let heads = model.downstream.as_ref().expect("a fine-tuned model has downstream heads");
             let teacher_probs = batched(labelled.len(), |r| {
                 let rows: Vec<usize> = labelled[r].iter().map(|l| l.0).collect();
-                Ok(heads.category.forward(&fused_pooled(model, self.inputs, &rows, None, false, self.device)?).softmax(-1, Kind::Float))
+                Ok(heads.category.forward(&self.inputs.fused_pooled(model, &rows, None, false, self.device)?).softmax(-1, Kind::Float))
             })?;
             let probs = Tensor::zeros([labelled.len() as i64, self.categories.len() as i64], (Kind::Float, Device::Cpu));
             for (class, &id) in mapping.iter().enumerate() {

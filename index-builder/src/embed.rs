@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use vitrine_core::catalog::Catalog;
 use vitrine_core::hash::{fnv1a64, Fnv1a};
-use vitrine_trainer::finetune::{CatalogInputs, Finetuned};
+use vitrine_trainer::catalog_inputs::CatalogInputs;
+use vitrine_trainer::error::TrainError;
 use vitrine_trainer::prepare::items_with_photos;
-use vitrine_trainer::train_loop::TrainError;
+use vitrine_trainer::teacher::Finetuned;
 
 /// Items embedded per forward pass (and per chunk file, times [`BATCHES_PER_CHUNK`]).
 const BATCH: usize = 64;
@@ -165,7 +166,7 @@ pub fn embed_shard(
             tch::no_grad(|| -> Result<(), TrainError> {
                 let tokens = inputs.visual_tokens(&model.model, batch, None, device)?;
                 images.push(model.model.image_embedding(&tokens).to_kind(Kind::Float).to_device(Device::Cpu));
-                let (ids, mask) = inputs.item_texts(batch, device);
+                let (ids, mask) = inputs.item_texts(batch, None, device);
                 texts.push(model.model.text_embedding(&ids, &mask, false).to_kind(Kind::Float).to_device(Device::Cpu));
                 Ok(())
             })?;

@@ -199,12 +199,8 @@ pub fn run_shopper_queries(
     let queries = shopper_queries(catalog, split, count, seed);
     let bundle_position: HashMap<&str, u32> =
         engine.products().iter().enumerate().map(|(p, product)| (product.id.as_str(), p as u32)).collect();
-    let catalog_index: HashMap<u32, usize> = catalog
-        .items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| bundle_position.get(item.id.as_str()).map(|&p| (p, i)))
-        .collect();
+    let catalog_index: HashMap<u32, usize> =
+        catalog.items.iter().enumerate().filter_map(|(i, item)| bundle_position.get(item.id.as_str()).map(|&p| (p, i))).collect();
     // Only items the bundle holds, so that every method ranks the same corpus.
     let whole: Vec<usize> = {
         let mut items: Vec<usize> = catalog_index.values().copied().collect();
@@ -308,10 +304,7 @@ pub fn shopper_markdown(report: &ShopperReport) -> String {
     out.push_str("| method | corpus | colour + type | colour | type |\n|---|---|---|---|---|\n");
     for f in &report.figures {
         let p = f.precision_at_10;
-        out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} |\n",
-            f.method, f.corpus, p.colour_and_type, p.colour, p.product_type
-        ));
+        out.push_str(&format!("| {} | {} | {:.1} | {:.1} | {:.1} |\n", f.method, f.corpus, p.colour_and_type, p.colour, p.product_type));
     }
     let n = report.queries.len().max(1);
     out.push_str(&format!(
@@ -324,7 +317,9 @@ pub fn shopper_markdown(report: &ShopperReport) -> String {
     if !misses.is_empty() {
         out.push_str(&format!("; misses include {}", misses.join(", ")));
     }
-    out.push_str(".\n\nTop 5 over the whole catalog (colour / type), first queries of the sample:\n\n| query | method | top 5 |\n|---|---|---|\n");
+    out.push_str(
+        ".\n\nTop 5 over the whole catalog (colour / type), first queries of the sample:\n\n| query | method | top 5 |\n|---|---|---|\n",
+    );
     for e in &report.examples {
         out.push_str(&format!("| {} | {} | {} |\n", e.query, e.method, e.top.join("; ")));
     }
@@ -358,7 +353,8 @@ mod tests {
         for i in 0..20 {
             catalog.items.push(item(&format!("a{i}"), if i < 5 { "Black" } else { "White" }, "Dress"));
         }
-        let queries = [ShopperQuery { text: "black dress".into(), colour: "Black".into(), product_type: "Dress".into(), category: "Garment".into() }];
+        let queries =
+            [ShopperQuery { text: "black dress".into(), colour: "Black".into(), product_type: "Dress".into(), category: "Garment".into() }];
         let corpus: Vec<usize> = (0..20).collect();
         let p = chance(&catalog, &queries, &corpus);
         assert!((p.colour_and_type - 25.0).abs() < 1e-9 && (p.product_type - 100.0).abs() < 1e-9, "{p:?}");

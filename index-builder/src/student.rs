@@ -162,7 +162,7 @@ fn encode_all(tokenizer: &Tokenizer, texts: &[(String, i64)]) -> Result<Vec<Vec<
     texts
         .iter()
         .map(|(t, _)| {
-            Ok(tokenizer.encode(t).map_err(vitrine_trainer::train_loop::TrainError::from)?.ids.iter().map(|&id| i64::from(id)).collect())
+            Ok(tokenizer.encode(t).map_err(vitrine_trainer::error::TrainError::from)?.ids.iter().map(|&id| i64::from(id)).collect())
         })
         .collect()
 }
@@ -196,7 +196,7 @@ pub fn distill_student(
     let tokenizer_json = read("tokenizer.json")?;
     let origin = checkpoint.join("tokenizer.json").display().to_string();
     let teacher_tokenizer =
-        Tokenizer::from_json_bytes(&tokenizer_json, &origin, max_query_tokens).map_err(vitrine_trainer::train_loop::TrainError::from)?;
+        Tokenizer::from_json_bytes(&tokenizer_json, &origin, max_query_tokens).map_err(vitrine_trainer::error::TrainError::from)?;
     let teacher = run.finetuned.model.bert.text();
     let teacher_config = teacher.config();
     if !(1..=teacher_config.num_hidden_layers).contains(&options.layers) {
@@ -210,12 +210,12 @@ pub fn distill_student(
     let mut used = BTreeSet::new();
     for item in &run.catalog.items {
         // The text starts with the title, so its tokens cover the title's.
-        used.extend(teacher_tokenizer.encode(&item.text()).map_err(vitrine_trainer::train_loop::TrainError::from)?.ids);
+        used.extend(teacher_tokenizer.encode(&item.text()).map_err(vitrine_trainer::error::TrainError::from)?.ids);
     }
     let pruned = vocab::prune(&tokenizer_json, options.common_wordpieces, &used)
         .map_err(|e| BuildError::File { path: checkpoint.join("tokenizer.json"), reason: e.to_string() })?;
     let student_tokenizer = Tokenizer::from_json_bytes(&pruned.tokenizer_json, "the pruned tokenizer", max_query_tokens)
-        .map_err(vitrine_trainer::train_loop::TrainError::from)?;
+        .map_err(vitrine_trainer::error::TrainError::from)?;
 
     // The student starts as the teacher's chosen layers and kept word rows.
     let layers = teacher_layers(teacher_config.num_hidden_layers, options.layers);

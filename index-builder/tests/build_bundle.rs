@@ -20,7 +20,8 @@ use vitrine_index_builder::build::{
 use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::evaluate::evaluate_bundle;
 use vitrine_index_builder::student::StudentOptions;
-use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
+use vitrine_trainer::teacher::load_finetuned;
 
 mod common;
 
@@ -30,7 +31,9 @@ fn build(dir: &Path, distill: &DistillOptions, student: Option<&StudentOptions>,
     let common::Setup { catalog, paths, recipe, checkpoint } = &setup;
     let labels = Labels::from_catalog(catalog, BadRowPolicy::Skip).unwrap();
     let finetuned = load_finetuned(checkpoint, 32, Device::Cpu).unwrap();
-    let inputs = CatalogInputs::new(catalog, ItemTexts::Plain, &finetuned.tokenizer, recipe, &paths.image_encoder, &dir.join("cache"), Device::Cpu).unwrap();
+    let inputs =
+        CatalogInputs::new(catalog, ItemTexts::Plain, &finetuned.tokenizer, recipe, &paths.image_encoder, &dir.join("cache"), Device::Cpu)
+            .unwrap();
     let teacher = Teacher { finetuned: &finetuned, catalog, labels: &labels, inputs: &inputs, device: Device::Cpu };
     let out = dir.join("out");
     let params = BuildParams::default();

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use tch::Device;
 use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Start};
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
+use vitrine_trainer::finetune::{finetune, Start};
+use vitrine_trainer::teacher::load_finetuned;
 
 mod common;
 

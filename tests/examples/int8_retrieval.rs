@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use vitrine_core::catalog::{self, ImportOptions, Split};
 use vitrine_core::metrics::{rank_of, recall_at};
 use vitrine_core::model::{Int8Kernel, LoadOptions, TextEncoder};
-use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::teacher::load_finetuned;
 
 fn rows_of(t: &tch::Tensor) -> Vec<Vec<f32>> {
     let t = t.to_kind(tch::Kind::Float).contiguous();
@@ -46,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     for chunk in rows.chunks(64) {
         tch::no_grad(|| -> anyhow::Result<()> {
             images.extend(rows_of(&model.model.image_embedding(&inputs.visual_tokens(&model.model, chunk, None, tch::Device::Cpu)?)));
-            let (ids, mask) = inputs.item_texts(chunk, tch::Device::Cpu);
+            let (ids, mask) = inputs.item_texts(chunk, None, tch::Device::Cpu);
             tch_texts.extend(rows_of(&model.model.text_embedding(&ids, &mask, false)));
             Ok(())
         })?;

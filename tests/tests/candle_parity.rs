@@ -17,9 +17,9 @@ use vitrine_core::model::{FashionVil as CandleModel, Int8Kernel, LoadOptions, Te
 use vitrine_core::tasks::tgir_triplets;
 use vitrine_core::text::Tokenizer;
 use vitrine_trainer::checkpoint;
-use vitrine_trainer::finetune::load_finetuned;
 use vitrine_trainer::model::bert::BertConfig;
 use vitrine_trainer::model::fashionvil::{FashionVil as TchModel, FashionVilConfig};
+use vitrine_trainer::teacher::load_finetuned;
 
 const MAX_TOKENS: usize = 64;
 const TEXTS: usize = 24;

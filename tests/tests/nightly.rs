@@ -14,10 +14,10 @@ use tch::Device;
 use vitrine_core::bundle::{Bundle, Limits};
 use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_trainer::checkpoint::{self, Checkpointer, TrainerState};
-use vitrine_trainer::finetune::load_finetuned;
 use vitrine_trainer::optim::AdamW;
 use vitrine_trainer::pretrain::optimizer_config;
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::teacher::load_finetuned;
 
 mod support;
 

@@ -12,12 +12,14 @@ use serde::{Deserialize, Serialize};
 use vitrine_core::catalog::{BadRowPolicy, Catalog, Split};
 use vitrine_core::tasks::Labels;
 
+use crate::catalog_inputs::{CatalogInputs, ItemTexts};
+use crate::error::{file_err, TrainError};
 use crate::eval::{evaluate, EvalReport};
-use crate::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Start};
-use crate::pretext::Task;
+use crate::finetune::{finetune, Start};
 use crate::pretrain::{pretrain, ModelPaths};
 use crate::recipe::Recipe;
-use crate::train_loop::{file_err, TrainError};
+use crate::schedule::Task;
+use crate::teacher::load_finetuned;
 
 /// One row of the ablation table.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +131,8 @@ fn run_row(
     let finetuned = finetune(catalog, &recipe, paths, start, &dir.join("finetune"), true)?;
     let device = recipe.device();
     let model = load_finetuned(&finetuned.checkpoint, recipe.max_text_tokens, device)?;
-    let inputs = CatalogInputs::new(catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &paths.image_encoder, &paths.cache_for(&dir), device)?;
+    let inputs =
+        CatalogInputs::new(catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &paths.image_encoder, &paths.cache_for(&dir), device)?;
     let report = evaluate(&model, catalog, labels, &inputs, Split::Test, device)?;
     Ok(RowResult {
         row: row.name.to_string(),

@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -17,7 +16,31 @@ use vitrine_core::text::Encoding;
 use crate::image::{ImageError, ImageTransform};
 use crate::losses::IGNORE;
 use crate::masking::{drop_tokens, patch_block, whole_word_mask, MaskTokens};
-use crate::pretext::{PretextBatch, Task};
+use crate::schedule::Task;
+
+/// The tensors of one pretraining step. `features` and the text are always present; the
+/// optional parts belong to the task named in `task`.
+#[derive(Debug)]
+pub struct PretextBatch {
+    pub task: Task,
+    /// Image feature maps `[B, C, 7, 7]` (or images `[B, 3, 224, 224]` when the
+    /// model has its image encoder).
+    pub images: Tensor,
+    pub ids: Tensor,
+    pub text_mask: Tensor,
+    /// MVC: the second view, and the masks with 25% of tokens dropped.
+    pub second_view: Option<Tensor>,
+    pub mvc_text_mask: Option<Tensor>,
+    pub mvc_visual_mask: Option<Tensor>,
+    /// MLM: masked ids and labels (`IGNORE` where nothing is predicted).
+    pub mlm_ids: Option<Tensor>,
+    pub mlm_labels: Option<Tensor>,
+    /// MPFC: 1 on masked patches `[B, 49]`, and the codes to predict there.
+    pub mpfc_mask: Option<Tensor>,
+    pub mpfc_labels: Option<Tensor>,
+    /// PAC: soft targets `[B, attributes]`.
+    pub pac_targets: Option<Tensor>,
+}
 
 /// Where a batch's image inputs come from.
 pub enum ImageSource {
@@ -63,18 +86,6 @@ pub fn pad_ids(rows: impl Iterator<Item = Vec<i64>>, pad_id: i64) -> (Tensor, Te
     }
     let shape = [rows.len() as i64, width as i64];
     (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
-}
-
-/// The order of examples in one epoch.
-pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..len).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-    order
-}
-
-/// The RNG of one step.
-pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ step)
 }
 
 impl PretrainSet {
@@ -229,6 +240,7 @@ fn flip_rows(x: &Tensor, flips: &[bool]) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::{epoch_order, step_rng};
 
     fn set(n: usize) -> PretrainSet {
         let encodings = (0..n)

@@ -33,8 +33,9 @@ use vitrine_core::catalog::{Catalog, Split};
 use vitrine_core::metrics::{accuracy, macro_f1, rank_among_answers, rank_of, recall_at};
 use vitrine_core::tasks::Labels;
 
-use crate::finetune::{fused_pooled, ocir_query, tgir_query, CatalogInputs, Finetuned, OcirExample, SplitExamples};
-use crate::train_loop::TrainError;
+use crate::catalog_inputs::{CatalogInputs, OcirExample, SplitExamples};
+use crate::error::TrainError;
+use crate::teacher::Finetuned;
 
 /// Queries of the random-100 protocol, negatives per query, seeds.
 const RANDOM_QUERIES: usize = 1000;
@@ -127,11 +128,11 @@ pub fn evaluate(
     let model = &finetuned.model;
     let examples = SplitExamples::new(catalog, labels, inputs, &finetuned.tokenizer, split)?;
     let rows = &examples.rows;
-    let bar = crate::prepare::progress(5, "evaluating");
+    let bar = crate::progress::bar(5, "evaluating");
     bar.set_message("embedding items");
     let images = batched(rows, |chunk| Ok(model.image_embedding(&inputs.visual_tokens(model, chunk, None, device)?)))?;
     let texts = batched(rows, |chunk| {
-        let (ids, mask) = inputs.item_texts(chunk, device);
+        let (ids, mask) = inputs.item_texts(chunk, None, device);
         Ok(model.text_embedding(&ids, &mask, false))
     })?;
     bar.inc(1);
@@ -150,7 +151,7 @@ pub fn evaluate(
     bar.set_message("text-guided retrieval");
     let tgir_queries = batched(&(0..examples.tgir.len()).collect::<Vec<_>>(), |chunk| {
         let references: Vec<usize> = chunk.iter().map(|&i| examples.tgir[i].reference).collect();
-        tgir_query(model, inputs, &references, chunk.iter().map(|&i| examples.tgir[i].modification.clone()), None, false, device)
+        inputs.tgir_query(model, &references, chunk.iter().map(|&i| examples.tgir[i].modification.clone()), None, false, device)
     })?;
     let row_position: HashMap<usize, usize> = rows.iter().enumerate().map(|(i, &r)| (r, i)).collect();
     let category_of: Vec<String> = rows.iter().map(|&r| catalog.items[inputs.items[r]].category.clone()).collect();
@@ -166,7 +167,7 @@ pub fn evaluate(
     let mut predicted = (Vec::new(), Vec::new());
     for chunk in labelled_rows.chunks(EVAL_BATCH) {
         tch::no_grad(|| -> Result<(), TrainError> {
-            let pooled = fused_pooled(model, inputs, chunk, None, false, device)?;
+            let pooled = inputs.fused_pooled(model, chunk, None, false, device)?;
             predicted.0.extend(Vec::<i64>::try_from(heads.category.forward(&pooled).argmax(-1, false)).expect("int64 classes"));
             predicted.1.extend(Vec::<i64>::try_from(heads.subcategory.forward(&pooled).argmax(-1, false)).expect("int64 classes"));
             Ok(())
@@ -184,7 +185,7 @@ pub fn evaluate(
     bar.set_message("outfit completion");
     let ocir_queries = batched(&(0..examples.ocir.len()).collect::<Vec<_>>(), |chunk| {
         let outfits: Vec<&OcirExample> = chunk.iter().map(|&i| &examples.ocir[i]).collect();
-        ocir_query(model, inputs, &outfits, None, device)
+        inputs.ocir_query(model, &outfits, None, device)
     })?;
     let ocir_answers: Vec<usize> = examples.ocir.iter().map(|e| row_position[&e.answer]).collect();
     let ocir = ocir_recalls(&ocir_queries, &ocir_answers, &images, &category_of);

@@ -23,13 +23,46 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 use vitrine_core::hash::Fnv1a;
 
 use crate::checkpoint::sha256_file;
 use crate::image::ImageTransform;
 use crate::model::image_encoder::{Backbone, ImageEncoder};
-use crate::prepare::{cache_io, load_eval_batch, progress, PrepareError};
+
+/// Errors of the photo feature store; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureStoreError {
+    #[error("image encoder weights {path}: {reason} (run `cargo xtask setup` to fetch them)")]
+    Weights { path: PathBuf, reason: String },
+    #[error("feature cache {path}: {source}")]
+    Cache { path: PathBuf, source: tch::TchError },
+    #[error("cannot read the photo {path}: {source}")]
+    Photo { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+}
+
+/// The frozen encoder's feature maps of `photos`, from the photo feature
+/// store in `cache` (only photos it has not seen are encoded).
+pub fn frozen_features(
+    photos: &[PathBuf],
+    backbone: Backbone,
+    image_weights: &Path,
+    cache: &Path,
+    device: Device,
+) -> Result<PhotoFeatures, FeatureStoreError> {
+    let vs = nn::VarStore::new(device);
+    let root = vs.root() / "image_encoder";
+    let encoder = ImageEncoder::pretrained(&vs, &root, backbone, image_weights)
+        .map_err(|e| FeatureStoreError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
+    let folder = store_folder(cache, backbone, image_weights)?;
+    photo_features(photos, &encoder, backbone.channels(), &folder, device)
+}
+
+fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> FeatureStoreError + '_ {
+    move |e| FeatureStoreError::Cache { path: path.to_path_buf(), source: tch::TchError::Io(e) }
+}
 
 /// Photos encoded per batch, and per appended (synced) step.
 const CHUNK: usize = 32;
@@ -47,10 +80,11 @@ pub struct PhotoFeatures {
 }
 
 /// The folder of `backbone` with the weights in `weights` (their content,
-/// so that other weights under the same name get their own store).
-pub fn store_folder(cache: &Path, backbone: Backbone, weights: &Path) -> Result<PathBuf, PrepareError> {
+/// so that other weights under the same name get their own store) on photos
+/// prepared by the default [`ImageTransform`] (its settings are in the key too).
+pub fn store_folder(cache: &Path, backbone: Backbone, weights: &Path) -> Result<PathBuf, FeatureStoreError> {
     let bytes = std::fs::read(weights).map_err(cache_io(weights))?;
-    let key = Fnv1a::default().write(&bytes).finish();
+    let key = Fnv1a::default().write(&bytes).write(ImageTransform::default().cache_key().as_bytes()).finish();
     let name = serde_json::to_value(backbone).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     Ok(cache.join(format!("photo-features-{name}-{key:016x}")))
 }
@@ -63,7 +97,7 @@ pub fn photo_features(
     channels: i64,
     folder: &Path,
     device: Device,
-) -> Result<PhotoFeatures, PrepareError> {
+) -> Result<PhotoFeatures, FeatureStoreError> {
     std::fs::create_dir_all(folder).map_err(cache_io(folder))?;
     let digests = photo_digests(photos)?;
     let lock_path = folder.join(".lock");
@@ -94,10 +128,10 @@ pub fn photo_features(
     if !missing.is_empty() {
         let mut index = OpenOptions::new().append(true).open(&index_path).map_err(cache_io(&index_path))?;
         let transform = ImageTransform::default();
-        let bar = progress(missing.len(), "encoding new catalog photos");
+        let bar = crate::progress::bar(missing.len(), "encoding new catalog photos");
         for chunk in missing.chunks(CHUNK) {
             let paths: Vec<PathBuf> = chunk.iter().map(|&i| photos[i].clone()).collect();
-            let images = load_eval_batch(&paths, &transform)?.to_device(device);
+            let images = transform.eval_batch(&paths)?.to_device(device);
             let features = tch::no_grad(|| encoder.forward_features(&images, false)).to_kind(Kind::Half).to_device(Device::Cpu);
             let mut bytes = vec![0u8; features.numel() * 2];
             features.contiguous().copy_data_u8(&mut bytes, features.numel());
@@ -131,13 +165,13 @@ pub fn photo_features(
 }
 
 /// SHA-256 of each photo file, in parallel.
-fn photo_digests(photos: &[PathBuf]) -> Result<Vec<String>, PrepareError> {
-    photos.par_iter().map(|path| sha256_file(path).map_err(|source| PrepareError::Photo { path: path.clone(), source })).collect()
+fn photo_digests(photos: &[PathBuf]) -> Result<Vec<String>, FeatureStoreError> {
+    photos.par_iter().map(|path| sha256_file(path).map_err(|source| FeatureStoreError::Photo { path: path.clone(), source })).collect()
 }
 
 /// The complete lines of `index.txt` (digest → row); a torn last line, left
 /// by a process killed while writing it, is cut off.
-fn read_index(path: &Path) -> Result<HashMap<String, i64>, PrepareError> {
+fn read_index(path: &Path) -> Result<HashMap<String, i64>, FeatureStoreError> {
     let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -162,25 +196,24 @@ fn read_index(path: &Path) -> Result<HashMap<String, i64>, PrepareError> {
 }
 
 /// The first `rows` rows of `maps.f16` as `[rows, C, 7, 7]`, memory-mapped.
-fn map_rows(path: &Path, rows: usize, channels: i64) -> Result<Tensor, PrepareError> {
+fn map_rows(path: &Path, rows: usize, channels: i64) -> Result<Tensor, FeatureStoreError> {
     if rows == 0 {
         return Ok(Tensor::zeros([0, channels, 7, 7], (Kind::Half, Device::Cpu)));
     }
     let name = path.to_str().ok_or_else(|| corrupt(path, "the cache path is not UTF-8".to_string()))?;
     let values = rows as i64 * channels * 49;
     let flat = Tensor::f_from_file(name, false, Some(values), (Kind::Half, Device::Cpu))
-        .map_err(|source| PrepareError::Cache { path: path.to_path_buf(), source })?;
+        .map_err(|source| FeatureStoreError::Cache { path: path.to_path_buf(), source })?;
     Ok(flat.view([rows as i64, channels, 7, 7]))
 }
 
-fn corrupt(path: &Path, reason: String) -> PrepareError {
-    PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::FileFormat(format!("{reason}; delete it to recompute")) }
+fn corrupt(path: &Path, reason: String) -> FeatureStoreError {
+    FeatureStoreError::Cache { path: path.to_path_buf(), source: tch::TchError::FileFormat(format!("{reason}; delete it to recompute")) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::nn;
 
     /// Writes `count` distinct solid-colour JPEGs and returns their paths.
     fn photos(dir: &Path, count: usize) -> Vec<PathBuf> {
@@ -215,7 +248,7 @@ mod tests {
             Setup { dir, store, encoder, photos }
         }
 
-        fn features(&self, photos: &[PathBuf]) -> Result<PhotoFeatures, PrepareError> {
+        fn features(&self, photos: &[PathBuf]) -> Result<PhotoFeatures, FeatureStoreError> {
             photo_features(photos, &self.encoder, CHANNELS, &self.store, Device::Cpu)
         }
     }
@@ -226,7 +259,7 @@ mod tests {
         let all = &setup.photos;
         let first = setup.features(&all[..3]).unwrap();
         assert_eq!((first.encoded, first.rows.clone()), (3, vec![0, 1, 2]));
-        let expected = tch::no_grad(|| setup.encoder.forward_features(&load_eval_batch(all, &ImageTransform::default()).unwrap(), false))
+        let expected = tch::no_grad(|| setup.encoder.forward_features(&ImageTransform::default().eval_batch(all).unwrap(), false))
             .to_kind(Kind::Float);
         let close = |a: &Tensor, b: &Tensor| a.to_kind(Kind::Float).allclose(b, 1e-2, 1e-2, false);
         assert!(!close(&expected.get(0), &expected.get(3)), "the test photos must differ in features");

@@ -4,21 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
-use tch::{nn, Device, Tensor};
+use tch::{Device, Tensor};
 use vitrine_core::catalog::{Catalog, Split};
 use vitrine_core::hash::Fnv1a;
 use vitrine_core::text::Tokenizer;
 
 use crate::data::{ImageSource, PretrainSet};
-use crate::feature_store::{photo_features, store_folder, PhotoFeatures};
+use crate::feature_store::{frozen_features, FeatureStoreError, PhotoFeatures};
 use crate::image::ImageTransform;
 use crate::masking::MaskTokens;
-use crate::model::image_encoder::ImageEncoder;
 use crate::pac::PacVocabulary;
 use crate::recipe::{ImageEncoderMode, Recipe};
 use crate::vqvae::VqVae;
@@ -32,12 +29,10 @@ pub enum PrepareError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Text(#[from] vitrine_core::text::TextError),
-    #[error("image encoder weights {path}: {reason} (run `cargo xtask setup` to fetch them)")]
-    Weights { path: PathBuf, reason: String },
-    #[error("feature cache {path}: {source}")]
+    #[error(transparent)]
+    Features(#[from] FeatureStoreError),
+    #[error("image code cache {path}: {source}")]
     Cache { path: PathBuf, source: tch::TchError },
-    #[error("cannot read the photo {path}: {source}")]
-    Photo { path: PathBuf, source: std::io::Error },
     #[error("the tokenizer has no `{0}` token")]
     MissingToken(&'static str),
 }
@@ -64,18 +59,6 @@ pub fn first_photos(catalog: &Catalog, examples: &[usize]) -> Vec<PathBuf> {
     examples.iter().map(|&i| catalog.image_path(&catalog.items[i].images[0]).unwrap_or_default()).collect()
 }
 
-pub(crate) fn progress(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64).with_prefix(what.to_string());
-    bar.set_style(ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} eta {eta} {msg}").expect("valid template"));
-    bar
-}
-
-/// Loads the eval view (resize, centre crop) of `paths` in parallel: `[B, 3, 224, 224]`.
-pub fn load_eval_batch(paths: &[PathBuf], transform: &ImageTransform) -> Result<Tensor, crate::image::ImageError> {
-    let images = paths.par_iter().map(|p| transform.eval(p)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Tensor::stack(&images, 0))
-}
-
 /// Image tokenizer codes (`[N, 49]`) of the eval view of each photo, computed
 /// in batches and cached in `cache` under a name that encodes the photo list
 /// and the tokenizer, so a resumed or repeated pretraining skips the work.
@@ -88,9 +71,9 @@ fn image_codes(photos: &[PathBuf], tokenizer: &VqVae, cache: &Path, device: Devi
     std::fs::create_dir_all(cache).map_err(cache_io(cache))?;
     let transform = ImageTransform::default();
     let mut codes = Vec::new();
-    let bar = progress(photos.len(), "image tokenizer codes");
+    let bar = crate::progress::bar(photos.len(), "image tokenizer codes");
     for chunk in photos.chunks(32) {
-        let images = load_eval_batch(chunk, &transform)?.to_device(device);
+        let images = transform.eval_batch(chunk)?.to_device(device);
         codes.push(tch::no_grad(|| tokenizer.encode(&images)).to_device(Device::Cpu));
         bar.inc(chunk.len() as u64);
     }
@@ -102,24 +85,7 @@ fn image_codes(photos: &[PathBuf], tokenizer: &VqVae, cache: &Path, device: Devi
     read_codes(&codes_path)
 }
 
-/// The frozen encoder's feature maps of `photos`, from the photo feature
-/// store in `cache` (only photos it has not seen are encoded).
-pub(crate) fn frozen_features(
-    photos: &[PathBuf],
-    recipe: &Recipe,
-    image_weights: &Path,
-    cache: &Path,
-    device: Device,
-) -> Result<PhotoFeatures, PrepareError> {
-    let vs = nn::VarStore::new(device);
-    let root = vs.root() / "image_encoder";
-    let encoder = ImageEncoder::pretrained(&vs, &root, recipe.image_backbone, image_weights)
-        .map_err(|e| PrepareError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
-    let folder = store_folder(cache, recipe.image_backbone, image_weights)?;
-    photo_features(photos, &encoder, recipe.image_backbone.channels(), &folder, device)
-}
-
-pub(crate) fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
+fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> PrepareError + '_ {
     move |e| PrepareError::Cache { path: path.to_path_buf(), source: tch::TchError::Io(e) }
 }
 
@@ -157,7 +123,8 @@ pub fn pretrain_set(
     let vocabulary = PacVocabulary::mine(examples.iter().map(|&i| &catalog.items[i]), &recipe.pac);
     let attributes = examples.iter().map(|&i| vocabulary.attributes_of(&catalog.items[i])).collect();
     let images = if recipe.image_encoder == ImageEncoderMode::Frozen {
-        let PhotoFeatures { maps, rows, .. } = frozen_features(&first_photos(catalog, &examples), recipe, image_weights, cache, device)?;
+        let PhotoFeatures { maps, rows, .. } =
+            frozen_features(&first_photos(catalog, &examples), recipe.image_backbone, image_weights, cache, device)?;
         ImageSource::Features { maps, rows }
     } else {
         ImageSource::Photos {

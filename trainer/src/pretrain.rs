@@ -12,15 +12,15 @@ use vitrine_core::catalog::Catalog;
 use vitrine_core::text::Tokenizer;
 
 use crate::checkpoint::Checkpointer;
-use crate::data::{epoch_order, step_rng};
+use crate::error::{file_err, TrainError};
 use crate::model::bert::BertConfig;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
 use crate::optim::{AdamW, AdamWConfig, LrRule, LrSchedule, ParamGroups};
 use crate::pac::PacVocabulary;
-use crate::prepare::{pretrain_set, progress};
-use crate::pretext::{Task, TaskSampler};
+use crate::prepare::pretrain_set;
 use crate::recipe::{ImageEncoderMode, Recipe};
-use crate::train_loop::{file_err, run_steps, write_summary, LoopSpec, TaskTrend, TrainError};
+use crate::schedule::{epoch_order, step_rng, Task, TaskSampler};
+use crate::train_loop::{run_steps, write_summary, LoopSpec, TaskTrend};
 use crate::vqvae::VqVae;
 
 /// Where the pretrained weights are.
@@ -190,12 +190,12 @@ pub fn train_vqvae(catalog: &Catalog, recipe: &Recipe, out: &Path) -> Result<(f6
     let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), &vs, recipe.vqvae.lr)
         .map_err(|e| TrainError::File { path: out.to_path_buf(), reason: e.to_string() })?;
     let transform = crate::image::ImageTransform::default();
-    let bar = progress(recipe.vqvae.steps as usize, "training image tokenizer");
+    let bar = crate::progress::bar(recipe.vqvae.steps as usize, "training image tokenizer");
     let (mut first, mut last) = (None, 0.0);
     for step in 0..recipe.vqvae.steps {
         let mut rng = step_rng(recipe.seed, step);
         let picks: Vec<PathBuf> = (0..recipe.vqvae.batch_size).map(|_| photos[rng.gen_range(0..photos.len())].clone()).collect();
-        let images = crate::prepare::load_eval_batch(&picks, &transform)?.to_device(device);
+        let images = transform.eval_batch(&picks)?.to_device(device);
         let out_step = vq.train_step(&images);
         opt.backward_step(&out_step.loss);
         last = out_step.reconstruction_loss.double_value(&[]);

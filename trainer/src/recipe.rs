@@ -8,10 +8,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::finetune::Downstream;
 use crate::model::image_encoder::Backbone;
 use crate::pac::PacRule;
-use crate::pretext::Task;
+use crate::schedule::{Downstream, Task, TaskSampler};
 
 /// How the image encoder takes part in training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,8 +130,8 @@ impl Recipe {
         if self.finetune.batch_size < 2 || self.finetune.steps == 0 {
             return Err("finetune.batch_size must be at least 2 and finetune.steps positive".into());
         }
-        crate::pretext::TaskSampler::new(&self.finetune.tasks).map_err(|e| format!("finetune.tasks: {e}"))?;
-        crate::pretext::TaskSampler::new(&self.tasks).map(|_| ())
+        TaskSampler::new(&self.finetune.tasks).map_err(|e| format!("finetune.tasks: {e}"))?;
+        TaskSampler::new(&self.tasks).map(|_| ())
     }
 
     pub fn device(&self) -> tch::Device {

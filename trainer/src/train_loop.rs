@@ -12,23 +12,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand_chacha::ChaCha8Rng;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{self, Checkpointer, TrainerState};
-use crate::data::step_rng;
+use crate::error::{file_err, TrainError};
 use crate::optim::AdamW;
 use crate::precision::{autocast, HalfKind};
-use crate::prepare::progress;
+use crate::schedule::{step_rng, LoopTask};
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
-
-/// A task a training step can be spent on (pretext or downstream).
-pub trait LoopTask: Copy + Ord + Debug + Serialize + DeserializeOwned {
-    fn name(self) -> &'static str;
-}
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,43 +41,6 @@ pub struct TaskTrend {
     pub steps: usize,
     pub first_mean: f64,
     pub last_mean: f64,
-}
-
-/// Errors of training; each names the file or setting to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error(transparent)]
-    Prepare(#[from] crate::prepare::PrepareError),
-    #[error(transparent)]
-    Bert(#[from] crate::model::bert::BertError),
-    #[error(transparent)]
-    Optim(#[from] crate::optim::OptimError),
-    #[error(transparent)]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
-    #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
-    #[error(transparent)]
-    VqVae(#[from] crate::vqvae::VqVaeError),
-    #[error(transparent)]
-    Text(#[from] vitrine_core::text::TextError),
-    #[error(transparent)]
-    Catalog(#[from] vitrine_core::catalog::CatalogError),
-    #[error("{path}: {reason}")]
-    File { path: PathBuf, reason: String },
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
-    #[error("the recipe enables MPFC but no image tokenizer was given: train one with `vitrine-train vqvae` and pass --vqvae")]
-    NoImageTokenizer,
-    #[error("image encoder weights {path}: {reason}")]
-    ImageWeights { path: PathBuf, reason: String },
-    #[error("the loss became {loss} at step {step} ({task}); lower the learning rate")]
-    NonFinite { step: u64, task: &'static str, loss: f64 },
-    #[error("the catalog has no {0} examples in its train split; disable that task in the recipe")]
-    NoExamples(&'static str),
-}
-
-pub(crate) fn file_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::File { path: path.to_path_buf(), reason: e.to_string() }
 }
 
 /// What the loop needs besides the model, optimiser and the step function.
@@ -160,7 +117,7 @@ pub fn run_steps<T: LoopTask>(
     keep_metrics_before::<T>(&metrics_path, start)?;
     let mut metrics_file = OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(file_err(&metrics_path))?;
 
-    let bar = progress(spec.steps as usize, spec.label);
+    let bar = crate::progress::bar(spec.steps as usize, spec.label);
     bar.set_position(start);
     let mut last_checkpoint = checkpointer.latest()?;
     // The newest loss of each task, for the progress line.

@@ -4,13 +4,17 @@
 
 use std::path::Path;
 
+use vitrine_core::catalog::attr;
 use vitrine_core::catalog::{self, BadRowPolicy, Catalog, ImportOptions, Split};
 use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_core::tasks::Labels;
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts, SplitExamples};
 use vitrine_trainer::eval::evaluate;
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Downstream, Start};
+use vitrine_trainer::finetune::{finetune, Start};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::schedule::Downstream;
+use vitrine_trainer::teacher::load_finetuned;
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 
@@ -67,9 +71,31 @@ fn multi_task_fine_tune_is_evaluated_with_every_protocol() {
     let model = load_finetuned(&summary.checkpoint, 32, tch::Device::Cpu).unwrap();
     let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
     assert_eq!(model.categories, labels.categories);
-    let inputs =
-        CatalogInputs::new(&catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &paths.image_encoder, &dir.path().join("cache"), tch::Device::Cpu).unwrap();
+    let inputs = CatalogInputs::new(
+        &catalog,
+        ItemTexts::Plain,
+        &model.tokenizer,
+        &recipe,
+        &paths.image_encoder,
+        &dir.path().join("cache"),
+        tch::Device::Cpu,
+    )
+    .unwrap();
     let report = evaluate(&model, &catalog, &labels, &inputs, Split::Test, tch::Device::Cpu).unwrap();
+
+    // The TGIR softmax holds the reference's colour siblings: the reference
+    // itself, never the target nor a sibling that looks like it.
+    let train = SplitExamples::new(&catalog, &labels, &inputs, &model.tokenizer, Split::Train).unwrap();
+    assert!(!train.tgir.is_empty());
+    let item = |row: usize| &catalog.items[inputs.items[row]];
+    let looks = |row: usize| (item(row).attribute(attr::COLOUR), item(row).attribute(attr::PRINT));
+    for example in &train.tgir {
+        assert!(example.siblings.contains(&example.reference), "the reference is a negative of its own query");
+        for &sibling in &example.siblings {
+            assert_eq!(item(sibling).group_id, item(example.reference).group_id);
+            assert!(sibling != example.target && looks(sibling) != looks(example.target));
+        }
+    }
 
     assert_eq!(report.items, catalog.items_in(Split::Test).count());
     let percent = |x: f64| (0.0..=100.0).contains(&x);

@@ -8,10 +8,9 @@ use std::path::Path;
 
 use vitrine_core::catalog::{self, ImportOptions};
 use vitrine_core::synth::{generate, SynthSpec};
-use vitrine_trainer::data::step_rng;
-use vitrine_trainer::pretext::{Task, TaskSampler};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::schedule::{step_rng, Task, TaskSampler};
 use vitrine_trainer::train_loop::{read_metrics, METRICS_FILE};
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");

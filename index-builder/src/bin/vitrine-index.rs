@@ -20,9 +20,10 @@ use vitrine_index_builder::embed::{embed_shard, merge, shard_items, Shard};
 use vitrine_index_builder::evaluate::{comparison_markdown, evaluate_bundle};
 use vitrine_index_builder::shopper::{run_shopper_queries, shopper_markdown};
 use vitrine_index_builder::student::StudentOptions;
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
 use vitrine_trainer::checkpoint;
-use vitrine_trainer::finetune::{load_finetuned, CatalogInputs, ItemTexts};
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::teacher::load_finetuned;
 
 /// all-MiniLM-L6-v2's own input limit (sentence-transformers' max_seq_length).
 const MINILM_MAX_TOKENS: usize = 256;
@@ -268,7 +269,8 @@ fn run(cli: Cli) -> Result<()> {
                 let finetuned = load_finetuned(&dir, recipe.max_text_tokens, recipe.device())?;
                 let cache = model.cache.clone().unwrap_or_else(|| out.join("cache"));
                 let image_weights = model.models.join("efficientnet-lite0/model.safetensors");
-                let inputs = CatalogInputs::new(&catalog, ItemTexts::Plain, &finetuned.tokenizer, &recipe, &image_weights, &cache, recipe.device())?;
+                let inputs =
+                    CatalogInputs::new(&catalog, ItemTexts::Plain, &finetuned.tokenizer, &recipe, &image_weights, &cache, recipe.device())?;
                 Ok((catalog, labels, recipe, dir, finetuned, inputs))
             })?;
             let teacher = Teacher { finetuned: &finetuned, catalog: &catalog, labels: &labels, inputs: &inputs, device: recipe.device() };
@@ -380,7 +382,8 @@ fn run(cli: Cli) -> Result<()> {
             let cache = args.cache.unwrap_or_else(|| out.join("cache"));
             let image_weights = args.models.join("efficientnet-lite0/model.safetensors");
             let items = shard_items(&catalog, shard);
-            let inputs = CatalogInputs::for_items(&catalog, items, ItemTexts::Plain, &model.tokenizer, &recipe, &image_weights, &cache, device)?;
+            let inputs =
+                CatalogInputs::for_items(&catalog, items, ItemTexts::Plain, &model.tokenizer, &recipe, &image_weights, &cache, device)?;
             let summary = embed_shard(&model, &dir, &catalog, &inputs, shard, &out, device)?;
             println!(
                 "shard {}/{}: {} items in {} chunks ({} reused), {:.1} items/s",

@@ -10,12 +10,14 @@ use vitrine_core::catalog::Split;
 use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions};
 use vitrine_core::tasks::Labels;
 use vitrine_trainer::ablation::{ablation_markdown, paper_rows, run_ablation};
+use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
 use vitrine_trainer::checkpoint;
 use vitrine_trainer::eval::evaluate;
-use vitrine_trainer::finetune::{finetune, load_finetuned, CatalogInputs, ItemTexts, Downstream, Start};
+use vitrine_trainer::finetune::{finetune, Start};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
-use vitrine_trainer::train_loop::LoopTask;
+use vitrine_trainer::schedule::{Downstream, LoopTask};
+use vitrine_trainer::teacher::load_finetuned;
 
 #[derive(Parser)]
 #[command(name = "vitrine-train", version, about = "Train vitrine's fashion vision-and-language model")]
@@ -218,7 +220,15 @@ fn run(cli: Cli) -> Result<()> {
             let device = recipe.device();
             let model = load_finetuned(&dir, recipe.max_text_tokens, device)?;
             let paths = model_paths(&common, None);
-            let inputs = CatalogInputs::new(&catalog, ItemTexts::Plain, &model.tokenizer, &recipe, &paths.image_encoder, &paths.cache_for(&dir), device)?;
+            let inputs = CatalogInputs::new(
+                &catalog,
+                ItemTexts::Plain,
+                &model.tokenizer,
+                &recipe,
+                &paths.image_encoder,
+                &paths.cache_for(&dir),
+                device,
+            )?;
             let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip)?;
             let report = evaluate(&model, &catalog, &labels, &inputs, split, device)?;
             println!("{}", report.markdown(&format!("{} ({})", dir.display(), recipe.name)));

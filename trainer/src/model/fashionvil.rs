@@ -148,6 +148,13 @@ impl FashionVil {
         self.scaled(&tokens.mean_dim(1, false, Kind::Float))
     }
 
+    /// Image embedding `[B, H]` of mean-pooled feature maps `[B, C]`: the same
+    /// as [`FashionVil::image_embedding`] of their visual tokens (the visual
+    /// projection is linear, so it commutes with the mean), at 1/49 the cost.
+    pub fn pooled_image_embedding(&self, pooled_features: &Tensor) -> Tensor {
+        self.scaled(&self.visual_projection.forward(&pooled_features.to_kind(Kind::Float)))
+    }
+
     /// Text embedding `[B, H]`: masked mean of the text encoder's output, normalised, scaled.
     pub fn text_embedding(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
         let out = self.bert.text().forward_text(ids, mask, train);
@@ -170,9 +177,40 @@ impl FashionVil {
         self.bert.fusion().pooled(text_out)
     }
 
+    /// TGIR queries `[B, H]` of modification texts with their reference
+    /// images' visual tokens: the fused visual embedding.
+    pub fn tgir_query(&self, ids: &Tensor, mask: &Tensor, reference_tokens: &Tensor, train: bool) -> Tensor {
+        let visual_mask = all_tokens(reference_tokens);
+        let (_, visual_out) = self.fuse(ids, mask, reference_tokens, &visual_mask, train);
+        self.fused_visual_embedding(&visual_out, &visual_mask)
+    }
+
+    /// Pooled fused output `[B, H]` of texts with their images' visual tokens
+    /// (the input of the CR/SCR heads).
+    pub fn fused_pooled(&self, ids: &Tensor, mask: &Tensor, tokens: &Tensor, train: bool) -> Tensor {
+        let (text_out, _) = self.fuse(ids, mask, tokens, &all_tokens(tokens), train);
+        self.pooled(&text_out)
+    }
+
+    /// OCIR queries `[outfits, H]`: the outfit head over the image embeddings
+    /// of the outfits' items (`outfit_of[i]`: the outfit of item i) and the
+    /// category asked for, normalised and scaled.
+    ///
+    /// # Panics
+    /// If the model has no downstream heads (it is not fine-tuned).
+    pub fn ocir_query(&self, item_embeddings: &Tensor, outfit_of: &Tensor, categories: &Tensor) -> Tensor {
+        let heads = self.downstream.as_ref().expect("a fine-tuned model has downstream heads");
+        self.scaled(&heads.outfit.forward(item_embeddings, outfit_of, categories))
+    }
+
     pub fn fusion_bert(&self) -> &BertModel {
         self.bert.fusion()
     }
+}
+
+/// A mask `[B, V]` that attends to every visual token of `tokens` `[B, V, H]`.
+fn all_tokens(tokens: &Tensor) -> Tensor {
+    Tensor::ones([tokens.size()[0], tokens.size()[1]], (Kind::Int64, tokens.device()))
 }
 
 #[cfg(test)]
@@ -200,6 +238,9 @@ mod tests {
         assert_eq!(tokens.size(), [3, 49, 16]);
         let norms = model.image_embedding(&tokens).norm_scalaropt_dim(2, [-1], false);
         assert!(norms.allclose(&Tensor::full([3], 4.0, (Kind::Float, tch::Device::Cpu)), 1e-5, 1e-5, false));
+        // The bank's shortcut: the embedding of the pooled map is the embedding of the tokens.
+        let pooled = model.pooled_image_embedding(&features.mean_dim(&[-2i64, -1][..], false, Kind::Float));
+        assert!(pooled.allclose(&model.image_embedding(&tokens), 1e-5, 1e-5, false));
         let ids = Tensor::from_slice(&[1i64, 5, 6, 2, 1, 7, 2, 0, 1, 8, 9, 2]).view([3, 4]);
         let mask = ids.ne(0).to_kind(Kind::Int64);
         let text = model.text_embedding(&ids, &mask, false);

@@ -4,12 +4,10 @@
 use std::path::Path;
 
 use tch::Tensor;
-use vitrine_trainer::image::ImageTransform;
+use vitrine_trainer::image::{Framing, ImageTransform, IMAGENET_MEAN, IMAGENET_STD};
 
 pub const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/hm/images");
 
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 pub const SIDE: usize = 224;
 
 /// The photos of the fixture: (input name, path under the images folder, ImageNet
@@ -51,7 +49,8 @@ pub fn normalise(pixels: &[u8]) -> Tensor {
 /// `ImageTransform` returns normalised values; the bytes are recovered exactly,
 /// which is checked by normalising them again.
 pub fn photo_pixels(path: &Path) -> Vec<u8> {
-    let transform = ImageTransform { resize: SIDE as u32, crop: SIDE as u32, mean: IMAGENET_MEAN, std: IMAGENET_STD };
+    let transform =
+        ImageTransform { side: SIDE as u32, framing: Framing::Crop { resize: SIDE as u32 }, mean: IMAGENET_MEAN, std: IMAGENET_STD };
     let chw = transform.eval(path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(chw.size(), [3, SIDE as i64, SIDE as i64]);
     let values = Vec::<f32>::try_from(&chw.flatten(0, -1)).unwrap();
