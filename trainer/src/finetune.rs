@@ -34,20 +34,23 @@ use crate::schedule::{Downstream, LoopTask, TaskSampler};
 use crate::teacher::config_part;
 use crate::train_loop::{run_steps, write_summary, LoopSpec, TaskTrend};
 
-/// The loss of `task` on the examples at `picks` of `examples`.
+/// The loss of `task` on the examples at `picks` of `examples`; `bank_negatives`
+/// as [`crate::recipe::FinetuneRecipe::bank_negatives`] says.
+#[allow(clippy::too_many_arguments)]
 pub fn downstream_loss(
     model: &FashionVil,
     inputs: &CatalogInputs,
     examples: &SplitExamples,
     task: Downstream,
     picks: &[usize],
+    bank_negatives: bool,
     rng: &mut ChaCha8Rng,
     device: Device,
 ) -> Result<Tensor, TrainError> {
     let heads = model.downstream.as_ref().expect("a fine-tuned model has downstream heads");
     // With a frozen encoder every train image is a candidate (the bank);
     // otherwise the batch's own images are.
-    let bank = || inputs.bank_embeddings(model, &examples.rows, device);
+    let bank = || bank_negatives.then(|| inputs.bank_embeddings(model, &examples.rows, device)).flatten();
     let loss = match task {
         Downstream::Xmr => {
             let rows: Vec<usize> = picks.iter().map(|&p| examples.rows[p]).collect();
@@ -266,7 +269,7 @@ pub fn finetune(
         let task = sampler.sample(rng);
         let available = examples.count(task);
         let picks = sample(rng, available, settings.batch_size.min(available)).into_vec();
-        Ok((task, downstream_loss(&model, &inputs, &examples, task, &picks, rng, device)?))
+        Ok((task, downstream_loss(&model, &inputs, &examples, task, &picks, recipe.finetune.bank_negatives, rng, device)?))
     })?;
     let summary = FinetuneSummary {
         recipe: recipe.name.clone(),

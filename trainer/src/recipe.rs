@@ -45,6 +45,14 @@ pub struct FinetuneRecipe {
     /// Sampling weight of each downstream task; one task gives the paper's
     /// per-task fine-tune, all of them the multi-task one.
     pub tasks: BTreeMap<Downstream, f64>,
+    /// With a frozen image encoder, score XMR (text to image), TGIR and OCIR
+    /// queries against every train image rather than the batch's.
+    #[serde(default = "bank_negatives_default")]
+    pub bank_negatives: bool,
+}
+
+fn bank_negatives_default() -> bool {
+    true
 }
 
 /// A training recipe.

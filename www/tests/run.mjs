@@ -40,13 +40,17 @@ for (const needed of [path.join(WWW, 'pkg/vitrine_wasm_bg.wasm'), path.join(fixt
 }
 await mkdir(outDir, { recursive: true });
 
-// A search for "<colour> <garment>" (the generated catalog's vocabulary:
-// core/src/synth.rs) shows that garment's category first.
+// A search for a garment (the generated catalog's vocabulary:
+// core/src/synth.rs) shows that garment's category first. The fixture's model
+// is fine-tuned for seconds on photos that are one shape painted in one
+// colour, so for "<colour> <garment>" it ranks by colour first ("red dress"
+// finds the red skirt); how colour and type rank together is measured on real
+// photos (bench/shopper_queries.sh), not here.
 const QUERIES = [
-  ['black boots', 'Shoes'],
-  ['red dress', 'Full body'],
-  ['grey sweater', 'Upper body'],
-  ['blue skirt', 'Lower body'],
+  ['boots', 'Shoes'],
+  ['dress', 'Full body'],
+  ['sweater', 'Upper body'],
+  ['skirt', 'Lower body'],
   ['leather bag', 'Accessories'],
 ];
 
