@@ -2,7 +2,21 @@
 //! labels so that the trainer's evaluation, the bundle checks and the
 //! benchmarks compute them the same way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+
+/// A class per row: rows whose texts (strings or token ids) are identical
+/// share one, so that no protocol or loss asks a model to tell them apart.
+pub fn text_classes<T: Hash + Eq>(texts: &[T]) -> Vec<usize> {
+    let mut class_of: HashMap<&T, usize> = HashMap::new();
+    texts
+        .iter()
+        .map(|t| {
+            let next = class_of.len();
+            *class_of.entry(t).or_insert(next)
+        })
+        .collect()
+}
 
 /// 0-based rank of `scores[positive]`: how many other entries score at least
 /// as high. Ties never help the positive: an equal score ranks above it.

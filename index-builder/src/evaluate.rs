@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use vitrine_core::catalog::{Catalog, Split};
 use vitrine_core::engine::{Engine, EngineError, MAX_QUERY_BYTES};
 use vitrine_core::index::{recall, SearchParams};
-use vitrine_core::metrics::recall_at;
+use vitrine_core::metrics::{recall_at, text_classes};
 use vitrine_core::tasks::{outfit_questions, tgir_triplets};
 use vitrine_trainer::catalog_inputs::MAX_OUTFIT_ITEMS;
-use vitrine_trainer::eval::{ocir_recalls, retrieval_recalls, text_classes, tgir_recalls, weighted_recalls, Recalls, XmrDirection};
+use vitrine_trainer::eval::{ocir_recalls, retrieval_recalls, tgir_recalls, weighted_recalls, Recalls, XmrDirection};
 
 /// What `vitrine-index eval` reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]

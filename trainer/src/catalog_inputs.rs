@@ -11,6 +11,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 use vitrine_core::catalog::{attr, Catalog, Split};
+use vitrine_core::metrics::text_classes;
 use vitrine_core::tasks::{outfit_questions, tgir_triplets, Labels};
 use vitrine_core::text::Tokenizer;
 
@@ -21,7 +22,7 @@ use crate::model::fashionvil::FashionVil;
 use crate::recipe::{ImageEncoderMode, Recipe};
 use crate::schedule::Downstream;
 
-/// The mean over the grid of each catalog row's feature map, in chunks (the
+/// The mean over the grid of the feature maps in `store_rows`, in chunks (the
 /// maps are memory-mapped f16).
 fn mean_pooled(maps: &Tensor, store_rows: &[i64]) -> Tensor {
     let chunks: Vec<Tensor> = store_rows
@@ -41,9 +42,8 @@ pub const MAX_OUTFIT_ITEMS: usize = 8;
 /// Image inputs of every catalog item with a photo.
 enum ItemImages {
     /// Feature maps of the frozen image encoder (the memory-mapped photo
-    /// feature store), the store row of each catalog row, and each catalog
-    /// row's map mean-pooled `[rows, C]` (f32): what its image embedding reads.
-    Features { maps: Tensor, rows: Vec<i64>, pooled: Tensor },
+    /// feature store) and the store row of each catalog row.
+    Features { maps: Tensor, rows: Vec<i64> },
     /// First photo of each item, decoded per batch (the image encoder trains).
     Photos(Vec<PathBuf>),
 }
@@ -123,8 +123,7 @@ impl CatalogInputs {
         let images = match recipe.image_encoder {
             ImageEncoderMode::Frozen => {
                 let features = crate::feature_store::frozen_features(&photos, recipe.image_backbone, image_weights, cache, device)?;
-                let pooled = mean_pooled(&features.maps, &features.rows);
-                ItemImages::Features { maps: features.maps, rows: features.rows, pooled }
+                ItemImages::Features { maps: features.maps, rows: features.rows }
             }
             ImageEncoderMode::Trained => ItemImages::Photos(photos),
         };
@@ -145,7 +144,7 @@ impl CatalogInputs {
         device: Device,
     ) -> Result<Tensor, TrainError> {
         let features = match &self.images {
-            ItemImages::Features { maps, rows: store_rows, .. } => {
+            ItemImages::Features { maps, rows: store_rows } => {
                 let index = Tensor::from_slice(&rows.iter().map(|&r| store_rows[r]).collect::<Vec<_>>());
                 let picked = maps.index_select(0, &index).to_kind(Kind::Float);
                 // Augmentation of a cached grid: a horizontal flip.
@@ -182,15 +181,15 @@ impl CatalogInputs {
         caption.map_or(&self.texts[row], |captions| &captions[row]).clone()
     }
 
-    /// Image embeddings `[rows, H]` of every row in `rows` at once, from the
-    /// pooled cached features (with gradients into the visual projection):
-    /// the negative bank of a frozen encoder. `None` when the encoder trains
-    /// (a bank of photos would cost a pass over each of them per step).
-    pub fn bank_embeddings(&self, model: &FashionVil, rows: &[usize], device: Device) -> Option<Tensor> {
+    /// The cached feature maps of `rows`, mean-pooled `[rows, C]` (f32) on
+    /// `device`: through [`FashionVil::pooled_image_embedding`], the image
+    /// embeddings of all of them at once, the negative bank of a frozen
+    /// encoder. `None` when the encoder trains (a bank of photos would cost a
+    /// pass over each of them per step).
+    pub fn pooled_features(&self, rows: &[usize], device: Device) -> Option<Tensor> {
         match &self.images {
-            ItemImages::Features { pooled, .. } => {
-                let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
-                Some(model.pooled_image_embedding(&pooled.index_select(0, &index).to_device(device)))
+            ItemImages::Features { maps, rows: store_rows } => {
+                Some(mean_pooled(maps, &rows.iter().map(|&r| store_rows[r]).collect::<Vec<_>>()).to_device(device))
             }
             ItemImages::Photos(_) => None,
         }
@@ -332,15 +331,12 @@ impl SplitExamples {
             })
             .collect();
         let position_of: HashMap<usize, usize> = rows.iter().enumerate().map(|(p, &r)| (r, p)).collect();
-        let mut by_text: HashMap<&[i64], Vec<usize>> = HashMap::new();
-        for (p, &r) in rows.iter().enumerate() {
-            by_text.entry(&inputs.texts[r]).or_default().push(p);
+        let class = text_classes(&rows.iter().map(|&r| &inputs.texts[r]).collect::<Vec<_>>());
+        let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (p, &c) in class.iter().enumerate() {
+            members.entry(c).or_default().push(p);
         }
-        let text_twins = rows
-            .iter()
-            .enumerate()
-            .map(|(p, &r)| by_text[inputs.texts[r].as_slice()].iter().copied().filter(|&q| q != p).collect())
-            .collect();
+        let text_twins = class.iter().enumerate().map(|(p, c)| members[c].iter().copied().filter(|&q| q != p).collect()).collect();
         Ok(SplitExamples { rows, position_of, text_twins, labelled, tgir, ocir })
     }
 

@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use vitrine_core::catalog::{Catalog, Split};
-use vitrine_core::metrics::{accuracy, macro_f1, rank_among_answers, rank_of, recall_at};
+use vitrine_core::metrics::{accuracy, macro_f1, rank_among_answers, rank_of, recall_at, text_classes};
 use vitrine_core::tasks::Labels;
 
 use crate::catalog_inputs::{CatalogInputs, OcirExample, SplitExamples};
@@ -220,19 +220,6 @@ pub fn evaluate(
 pub enum XmrDirection {
     ImageToText,
     TextToImage,
-}
-
-/// A class per row: rows whose texts are identical share one, so that no
-/// protocol asks a model to tell them apart.
-pub fn text_classes<S: AsRef<str>>(texts: &[S]) -> Vec<usize> {
-    let mut class_of: HashMap<&str, usize> = HashMap::new();
-    texts
-        .iter()
-        .map(|t| {
-            let next = class_of.len();
-            *class_of.entry(t.as_ref()).or_insert(next)
-        })
-        .collect()
 }
 
 /// One retrieval direction of XMR, where query `i`'s positive is gallery item

@@ -34,8 +34,10 @@ use crate::schedule::{Downstream, LoopTask, TaskSampler};
 use crate::teacher::config_part;
 use crate::train_loop::{run_steps, write_summary, LoopSpec, TaskTrend};
 
-/// The loss of `task` on the examples at `picks` of `examples`; `bank_negatives`
-/// as [`crate::recipe::FinetuneRecipe::bank_negatives`] says.
+/// The loss of `task` on the examples at `picks` of `examples`. With
+/// `bank_features` (the pooled features of every row of `examples`, see
+/// [`CatalogInputs::pooled_features`]) every one of those images is a
+/// candidate of XMR (text to image), TGIR and OCIR; without, the batch's are.
 #[allow(clippy::too_many_arguments)]
 pub fn downstream_loss(
     model: &FashionVil,
@@ -43,14 +45,12 @@ pub fn downstream_loss(
     examples: &SplitExamples,
     task: Downstream,
     picks: &[usize],
-    bank_negatives: bool,
+    bank_features: Option<&Tensor>,
     rng: &mut ChaCha8Rng,
     device: Device,
 ) -> Result<Tensor, TrainError> {
     let heads = model.downstream.as_ref().expect("a fine-tuned model has downstream heads");
-    // With a frozen encoder every train image is a candidate (the bank);
-    // otherwise the batch's own images are.
-    let bank = || bank_negatives.then(|| inputs.bank_embeddings(model, &examples.rows, device)).flatten();
+    let bank = || bank_features.map(|features| model.pooled_image_embedding(features));
     let loss = match task {
         Downstream::Xmr => {
             let rows: Vec<usize> = picks.iter().map(|&p| examples.rows[p]).collect();
@@ -140,8 +140,7 @@ fn bank_softmax(query: &Tensor, candidates: &Tensor, answers: &[usize], left_out
 
 /// Cross-entropy of each query against all targets of the batch (row i's target is i).
 fn in_batch_softmax(query: &Tensor, target: &Tensor) -> Tensor {
-    let logits = query.matmul(&target.tr());
-    logits.cross_entropy_for_logits(&Tensor::arange(logits.size()[0], (Kind::Int64, logits.device())))
+    bank_softmax(query, target, &(0..query.size()[0] as usize).collect::<Vec<_>>(), &[])
 }
 
 /// Where a fine-tune starts.
@@ -265,11 +264,13 @@ pub fn finetune(
     let checkpointer = Checkpointer::new(run_dir, recipe.keep_checkpoints);
     let config_json = finetuned_config(&bert_config, &model_config, &pac, &labels);
     let spec = LoopSpec::new("fine-tuning", recipe, settings.steps, settings.batch_size, &config_json, &tokenizer_path);
+    // Pooled once: the bank's features do not change, its embeddings do.
+    let bank_features = if recipe.finetune.bank_negatives { inputs.pooled_features(&examples.rows, device) } else { None };
     let outcome = run_steps(&spec, &vs, &mut optimizer, &checkpointer, resume, |_, rng| {
         let task = sampler.sample(rng);
         let available = examples.count(task);
         let picks = sample(rng, available, settings.batch_size.min(available)).into_vec();
-        Ok((task, downstream_loss(&model, &inputs, &examples, task, &picks, recipe.finetune.bank_negatives, rng, device)?))
+        Ok((task, downstream_loss(&model, &inputs, &examples, task, &picks, bank_features.as_ref(), rng, device)?))
     })?;
     let summary = FinetuneSummary {
         recipe: recipe.name.clone(),
