@@ -10,23 +10,27 @@
 //!    teacher's own answers, KL to the teacher's in-batch scores plus
 //!    cross-entropy to the true item: TGIR combiner (teacher: fusion of the
 //!    reference photo and the modification), OCIR head (teacher: outfit head),
-//!    category head on the item's text (teacher: CR head on photo and text).
+//!    category head on the item's text and on short queries made from it
+//!    (its title, its product type, "<colour> <product type>"), since shoppers
+//!    type a few words, not a description (teacher: CR head on photo and text).
 //!
 //! Choosing `w` on val: the shopper's text queries are short, so the item's
 //! own title (not its whole description, which a product vector with text
 //! in it would match trivially) stands for a query; the score is the mean of
 //! R@10 of title → product (all val items), TGIR query → target (val items of
-//! the target's category) and OCIR query → answer (val items of its category).
+//! the target's category), OCIR query → answer (val items of its category),
+//! and precision@10 of "<colour> <product type>" queries made from the val
+//! split's attributes (val items), the colour being what the photo carries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rand::seq::index::sample;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
-use vitrine_core::catalog::{Catalog, Split};
+use vitrine_core::catalog::{attr, Catalog, Item, Split};
 use vitrine_core::metrics::{rank_of, recall_at};
 use vitrine_core::model::compact::CompactConfig;
 use vitrine_core::tasks::Labels;
@@ -37,6 +41,7 @@ use vitrine_trainer::teacher::Finetuned;
 
 use crate::embed::Embeddings;
 use crate::heads::CompactHeads;
+use crate::shopper::shopper_queries;
 
 /// Rows per teacher forward pass.
 const TEACHER_BATCH: usize = 64;
@@ -45,6 +50,8 @@ const TUNING_EXAMPLES: usize = 1000;
 /// Val titles the probe asks: all of them up to this many, else a seeded
 /// sample (the gallery is every val item either way).
 const TITLE_QUERIES: usize = 2000;
+/// "<colour> <product type>" queries the probe asks of the val split.
+const ATTRIBUTE_QUERIES: usize = 150;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DistillOptions {
@@ -183,6 +190,18 @@ impl TeacherRun<'_> {
         self.categories.binary_search_by(|c| c.as_str().cmp(name)).ok().map(|i| i as i64)
     }
 
+    /// Teacher text embeddings of `texts`, unit length `[N, E]`.
+    fn embed_texts(&self, texts: &[String]) -> Result<Tensor, TrainError> {
+        let ids: Vec<Vec<i64>> = texts
+            .iter()
+            .map(|t| Ok(self.finetuned.tokenizer.encode(t)?.ids.iter().map(|&t| i64::from(t)).collect()))
+            .collect::<Result<_, TrainError>>()?;
+        batched(ids.len(), |r| {
+            let (ids, mask) = self.inputs.pad(ids[r].iter().cloned(), self.device);
+            Ok(l2_normalize(&self.finetuned.model.text_embedding(&ids, &mask, false)))
+        })
+    }
+
     /// The teacher's answers on (a sample of) `split`'s examples.
     fn answers(&self, split: Split, max: usize, with_cr: bool, rng: &mut ChaCha8Rng) -> Result<SplitTeacher, TrainError> {
         let model = &self.finetuned.model;
@@ -279,6 +298,20 @@ pub(crate) fn recall10(queries: &Tensor, gallery: &Tensor, answers: &[i64], cand
     recall_at(&ranks, 10)
 }
 
+/// Short queries per item that the category head learns from.
+const QUERY_PHRASES: usize = 3;
+
+/// What a shopper might type for `item`: its title, its product type, and
+/// "<colour> <product type>" (the type alone again when it has no colour).
+fn query_phrases(item: &Item) -> [String; QUERY_PHRASES] {
+    let product_type = item.subcategory.to_lowercase();
+    let coloured = match item.attribute(attr::COLOUR) {
+        Some(colour) => format!("{} {product_type}", colour.to_lowercase()),
+        None => product_type.clone(),
+    };
+    [item.title.clone(), product_type, coloured]
+}
+
 /// Val items by bundle category, as embedding rows.
 fn rows_by_category(run: &TeacherRun, rows: &[i64]) -> HashMap<String, Vec<i64>> {
     let mut by: HashMap<String, Vec<i64>> = HashMap::new();
@@ -288,7 +321,8 @@ fn rows_by_category(run: &TeacherRun, rows: &[i64]) -> HashMap<String, Vec<i64>>
     by
 }
 
-/// Title → product, TGIR and OCIR R@10 on val, in the given space (`project` maps teacher vectors).
+/// Title → product, TGIR and OCIR R@10 and attribute-query precision@10 on
+/// val, in the given space (`project` maps teacher vectors).
 struct ValProbe {
     /// Teacher text embeddings of the probed titles, and their products' rows.
     titles: Tensor,
@@ -298,6 +332,10 @@ struct ValProbe {
     tgir: TeacherAnswers,
     ocir: TeacherAnswers,
     candidates_of: HashMap<String, Vec<i64>>,
+    /// Teacher text embeddings of the val split's "<colour> <product type>" queries,
+    /// and each query's relevant rows (val items of that colour and type).
+    attribute_queries: Tensor,
+    attribute_relevant: Vec<HashSet<i64>>,
 }
 
 impl ValProbe {
@@ -313,22 +351,39 @@ impl ValProbe {
             (0..val_items.len()).collect()
         };
         let title_answers = probed.iter().map(|&p| val_rows[p]).collect();
-        let model = &run.finetuned.model;
-        let titles: Vec<Vec<i64>> = probed
-            .iter()
-            .map(|&p| val_items[p])
-            .map(|i| Ok(run.finetuned.tokenizer.encode(&run.catalog.items[i].title)?.ids.iter().map(|&t| i64::from(t)).collect()))
-            .collect::<Result<_, TrainError>>()?;
-        let titles = batched(titles.len(), |r| {
-            let (ids, mask) = run.inputs.pad(titles[r].iter().cloned(), run.device);
-            Ok(l2_normalize(&model.text_embedding(&ids, &mask, false)))
-        })?;
+        let titles: Vec<String> = probed.iter().map(|&p| run.catalog.items[val_items[p]].title.clone()).collect();
+        let titles = run.embed_texts(&titles)?;
         let answers = run.answers(Split::Val, TUNING_EXAMPLES, false, rng)?;
         let candidates_of = rows_by_category(run, &val_rows);
-        Ok(ValProbe { titles, title_answers, val_rows, tgir: answers.tgir, ocir: answers.ocir, candidates_of })
+        let attribute_queries = shopper_queries(run.catalog, Split::Val, ATTRIBUTE_QUERIES, rng.gen());
+        let attribute_relevant = attribute_queries
+            .iter()
+            .map(|q| {
+                val_items
+                    .iter()
+                    .zip(&val_rows)
+                    .filter(|(&i, _)| {
+                        let item = &run.catalog.items[i];
+                        item.subcategory == q.product_type && item.attribute(attr::COLOUR) == Some(q.colour.as_str())
+                    })
+                    .map(|(_, &row)| row)
+                    .collect()
+            })
+            .collect();
+        let attribute_queries = run.embed_texts(&attribute_queries.into_iter().map(|q| q.text).collect::<Vec<_>>())?;
+        Ok(ValProbe {
+            titles,
+            title_answers,
+            val_rows,
+            tgir: answers.tgir,
+            ocir: answers.ocir,
+            candidates_of,
+            attribute_queries,
+            attribute_relevant,
+        })
     }
 
-    /// (title R@10, mean of the three R@10) with products `[N, E or D]` and a map of teacher queries into their space.
+    /// (title R@10, mean of the four figures) with products `[N, E or D]` and a map of teacher queries into their space.
     fn score(&self, run: &TeacherRun, products: &Tensor, project: &dyn Fn(&Tensor) -> Tensor) -> (f64, f64) {
         let all: Vec<&[i64]> = vec![&self.val_rows; self.title_answers.len()];
         let title = recall10(&project(&self.titles), products, &self.title_answers, &all);
@@ -337,7 +392,8 @@ impl ValProbe {
         let tgir = recall10(&project(&self.tgir.teacher), products, &self.tgir.answers, &tgir_cands);
         let ocir_cands: Vec<&[i64]> = self.ocir.answers.iter().map(|&a| self.candidates_of[&category_of(a)].as_slice()).collect();
         let ocir = recall10(&project(&self.ocir.teacher), products, &self.ocir.answers, &ocir_cands);
-        (title, (title + tgir + ocir) / 3.0)
+        let attributes = precision10(&project(&self.attribute_queries), products, &self.val_rows, &self.attribute_relevant);
+        (title, (title + tgir + ocir + attributes) / 4.0)
     }
 }
 
@@ -438,6 +494,16 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     if let Some(projection) = vs.variables().remove("projection.weight") {
         let _ = projection.set_requires_grad(false);
     }
+    // Short queries of the category head's items, [`QUERY_PHRASES`] rows per example.
+    let category_phrases = match &train.cr {
+        Some(cr) => {
+            crate::build::stage(bar, "teacher on short queries");
+            let phrases: Vec<String> =
+                cr.inputs.iter().flat_map(|rows| query_phrases(&run.catalog.items[run.space.items()[rows[0] as usize]])).collect();
+            Some(run.embed_texts(&phrases)?)
+        }
+        None => None,
+    };
     let mut opt = nn::Adam::default().build(&vs, options.lr)?;
     let mut examples = HashMap::new();
     let index_of = |rows: &[i64]| Tensor::from_slice(rows);
@@ -454,10 +520,16 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
             let loss = match task {
                 "category" => {
                     let items: Vec<i64> = picks.iter().map(|&p| answers.inputs[p][0]).collect();
-                    let text = tch::no_grad(|| heads.project(&run.space.text.index_select(0, &index_of(&items))));
-                    let logits = heads.category.forward(&text);
+                    let phrases: Vec<i64> = picks.iter().map(|&p| (p * QUERY_PHRASES + rng.gen_range(0..QUERY_PHRASES)) as i64).collect();
+                    let phrases =
+                        category_phrases.as_ref().expect("embedded with the category examples").index_select(0, &index_of(&phrases));
                     let labels = index_of(&picks.iter().map(|&p| answers.answers[p]).collect::<Vec<_>>());
-                    soft_ce(&logits, &answers.teacher.index_select(0, &pick_index)) + logits.cross_entropy_for_logits(&labels)
+                    let teacher = answers.teacher.index_select(0, &pick_index);
+                    let loss_on = |texts: &Tensor| {
+                        let logits = heads.category.forward(&tch::no_grad(|| heads.project(texts)));
+                        soft_ce(&logits, &teacher) + logits.cross_entropy_for_logits(&labels)
+                    };
+                    loss_on(&run.space.text.index_select(0, &index_of(&items))) + loss_on(&phrases)
                 }
                 _ => {
                     let query = if task == "tgir" {
@@ -487,4 +559,62 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     }
     let report = DistillReport { image_weight_scores, image_weight, val_title_r10_teacher, val_title_r10_compact, final_losses, examples };
     Ok(Distilled { vs, heads, config, products, report })
+}
+
+/// Precision@10 (percent) of each query (rows of `queries`) over `gallery`'s
+/// `candidates` rows, a hit being a row in the query's `relevant` set. A tie
+/// at the cut counts as a miss, so ties never win.
+pub(crate) fn precision10(queries: &Tensor, gallery: &Tensor, candidates: &[i64], relevant: &[HashSet<i64>]) -> f64 {
+    if relevant.is_empty() {
+        return 0.0;
+    }
+    let scores = queries.mm(&gallery.index_select(0, &Tensor::from_slice(candidates)).tr());
+    let mut hits = 0usize;
+    for (q, wanted) in relevant.iter().enumerate() {
+        let row = Vec::<f32>::try_from(scores.get(q as i64)).expect("f32 scores");
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        let k = 10.min(order.len());
+        let cut = order.get(k).map(|&o| row[o]);
+        hits += order[..k].iter().filter(|&&o| wanted.contains(&candidates[o]) && cut.is_none_or(|c| row[o] > c)).count();
+    }
+    100.0 * hits as f64 / (10 * relevant.len()) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_counts_relevant_rows_in_the_top_ten_and_a_tie_at_the_cut_never_wins() {
+        // One query [1, 0] over 12 unit-ish rows scored 12, 11, ..., 1 (row r scores 12 − r).
+        let gallery = Tensor::from_slice(&(0..12).flat_map(|r| [12.0 - r as f32, 0.0]).collect::<Vec<_>>()).view([12, 2]);
+        let query = Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]);
+        let candidates: Vec<i64> = (0..12).collect();
+        let relevant = [HashSet::from([0i64, 3, 11])];
+        assert!((precision10(&query, &gallery, &candidates, &relevant) - 20.0).abs() < 1e-9);
+        // Rows 9 and 10 tie at the cut: relevant row 9 does not count.
+        let tied =
+            Tensor::from_slice(&(0..12).flat_map(|r| [if r == 10 { 3.0 } else { 12.0 - r as f32 }, 0.0]).collect::<Vec<_>>()).view([12, 2]);
+        let relevant = [HashSet::from([0i64, 9])];
+        assert!((precision10(&query, &tied, &candidates, &relevant) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn short_queries_name_the_type_and_the_colour() {
+        let item = Item {
+            id: "1".into(),
+            group_id: "1".into(),
+            title: "Tilly".into(),
+            description: "A soft knit.".into(),
+            category: "Garment Upper body".into(),
+            subcategory: "Sweater".into(),
+            attributes: [(attr::COLOUR.to_string(), "Dark Blue".to_string())].into(),
+            images: Vec::new(),
+            price: None,
+            url: None,
+            source: Default::default(),
+        };
+        assert_eq!(query_phrases(&item), ["Tilly".to_string(), "sweater".into(), "dark blue sweater".into()]);
+    }
 }

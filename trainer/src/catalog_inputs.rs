@@ -17,24 +17,11 @@ use vitrine_core::text::Tokenizer;
 
 use crate::data::pad_ids;
 use crate::error::TrainError;
+use crate::feature_store::mean_pooled;
 use crate::image::ImageTransform;
 use crate::model::fashionvil::FashionVil;
 use crate::recipe::{ImageEncoderMode, Recipe};
 use crate::schedule::Downstream;
-
-/// The mean over the grid of the feature maps in `store_rows`, in chunks (the
-/// maps are memory-mapped f16).
-fn mean_pooled(maps: &Tensor, store_rows: &[i64]) -> Tensor {
-    let chunks: Vec<Tensor> = store_rows
-        .chunks(512)
-        .map(|chunk| maps.index_select(0, &Tensor::from_slice(chunk)).to_kind(Kind::Float).mean_dim(&[-2i64, -1][..], false, Kind::Float))
-        .collect();
-    if chunks.is_empty() {
-        Tensor::zeros([0, maps.size()[1]], (Kind::Float, Device::Cpu))
-    } else {
-        Tensor::cat(&chunks, 0)
-    }
-}
 
 /// Outfit items fed to the OCIR head per question (the largest baskets are cut).
 pub const MAX_OUTFIT_ITEMS: usize = 8;

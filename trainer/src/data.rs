@@ -5,6 +5,7 @@
 //! Every random choice of a step comes from an RNG seeded by (run seed, step),
 //! so a resumed run draws exactly what the uninterrupted run drew.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
@@ -13,6 +14,7 @@ use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 use vitrine_core::text::Encoding;
 
+use crate::feature_store::mean_pooled;
 use crate::image::{ImageError, ImageTransform};
 use crate::losses::IGNORE;
 use crate::masking::{drop_tokens, patch_block, whole_word_mask, MaskTokens};
@@ -23,6 +25,8 @@ use crate::schedule::Task;
 #[derive(Debug)]
 pub struct PretextBatch {
     pub task: Task,
+    /// The examples' positions in the set (columns of its [`ItcBank`]).
+    pub positions: Vec<usize>,
     /// Image feature maps `[B, C, 7, 7]` (or images `[B, 3, 224, 224]` when the
     /// model has its image encoder).
     pub images: Tensor,
@@ -53,6 +57,15 @@ pub enum ImageSource {
     /// fine-tuning), and example i reads row `rows[i]`. Augmentation is a
     /// horizontal flip of the grid.
     Features { maps: Tensor, rows: Vec<i64> },
+}
+
+/// ITC's negative bank while the image encoder is frozen: every example's
+/// pooled feature map, and each example's text twins (other examples with the
+/// same tokens: no text tells them apart, so they are no negatives).
+pub struct ItcBank {
+    /// `[N, C]`, row i for example i.
+    pub features: Tensor,
+    pub text_twins: Vec<Vec<usize>>,
 }
 
 /// Everything the pretext tasks read, one entry per training example.
@@ -97,6 +110,22 @@ impl PretrainSet {
         self.encodings.is_empty()
     }
 
+    /// The ITC bank of every example, when the images are cached feature maps.
+    pub fn itc_bank(&self, device: Device) -> Option<ItcBank> {
+        let ImageSource::Features { maps, rows } = &self.images else { return None };
+        let mut by_text: HashMap<&[u32], Vec<usize>> = HashMap::new();
+        for (i, encoding) in self.encodings.iter().enumerate() {
+            by_text.entry(encoding.ids.as_slice()).or_default().push(i);
+        }
+        let text_twins = self
+            .encodings
+            .iter()
+            .enumerate()
+            .map(|(i, encoding)| by_text[encoding.ids.as_slice()].iter().copied().filter(|&j| j != i).collect())
+            .collect();
+        Some(ItcBank { features: mean_pooled(maps, rows).to_device(device), text_twins })
+    }
+
     /// The batch of `task` for the examples at `positions`.
     pub fn batch(&self, task: Task, positions: &[usize], rng: &mut ChaCha8Rng, device: Device) -> Result<PretextBatch, ImageError> {
         let (ids, text_mask) = self.pad(positions.iter().map(|&i| self.encodings[i].ids.iter().map(|&t| i64::from(t)).collect()));
@@ -104,6 +133,7 @@ impl PretrainSet {
         let (images, second_view) = self.images(positions, task == Task::Mpfc, task == Task::Mvc, rng)?;
         let mut batch = PretextBatch {
             task,
+            positions: positions.to_vec(),
             images: images.to_device(device),
             ids: ids.to_device(device),
             text_mask: text_mask.to_device(device),
@@ -271,6 +301,16 @@ mod tests {
             mask_tokens: MaskTokens { mask: 103, vocab_size: 2000 },
             pad_id: 0,
         }
+    }
+
+    #[test]
+    fn the_itc_bank_pools_every_example_and_pairs_identical_texts() {
+        let data = set(6);
+        let bank = data.itc_bank(Device::Cpu).expect("cached features make a bank");
+        let ImageSource::Features { maps, .. } = &data.images else { unreachable!() };
+        assert!(bank.features.allclose(&maps.mean_dim(&[-2i64, -1][..], false, Kind::Float), 1e-6, 1e-6, false));
+        // Texts repeat with period 3 in `set`.
+        assert_eq!(bank.text_twins, vec![vec![3], vec![4], vec![5], vec![0], vec![1], vec![2]]);
     }
 
     #[test]

@@ -211,6 +211,20 @@ fn corrupt(path: &Path, reason: String) -> FeatureStoreError {
     FeatureStoreError::Cache { path: path.to_path_buf(), source: tch::TchError::FileFormat(format!("{reason}; delete it to recompute")) }
 }
 
+/// The mean over the grid of the feature maps in `store_rows`, in chunks (the
+/// maps are memory-mapped f16).
+pub fn mean_pooled(maps: &Tensor, store_rows: &[i64]) -> Tensor {
+    let chunks: Vec<Tensor> = store_rows
+        .chunks(512)
+        .map(|chunk| maps.index_select(0, &Tensor::from_slice(chunk)).to_kind(Kind::Float).mean_dim(&[-2i64, -1][..], false, Kind::Float))
+        .collect();
+    if chunks.is_empty() {
+        Tensor::zeros([0, maps.size()[1]], (Kind::Float, Device::Cpu))
+    } else {
+        Tensor::cat(&chunks, 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

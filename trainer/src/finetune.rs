@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 use vitrine_core::catalog::{BadRowPolicy, Catalog, Split};
 use vitrine_core::tasks::Labels;
 use vitrine_core::text::Tokenizer;
@@ -22,7 +22,7 @@ use vitrine_core::text::Tokenizer;
 use crate::catalog_inputs::{CatalogInputs, ItemTexts, OcirExample, SplitExamples, TgirExample};
 use crate::checkpoint::{self, Checkpointer};
 use crate::error::TrainError;
-use crate::losses::info_nce;
+use crate::losses::{bank_softmax, in_batch_softmax, info_nce, positions};
 use crate::model::bert::BertConfig;
 use crate::model::downstream::DownstreamHeads;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
@@ -114,33 +114,9 @@ pub fn downstream_loss(
     Ok(loss)
 }
 
-/// `[N]` int64 tensor of `values`.
-fn positions(values: impl Iterator<Item = usize>, device: Device) -> Tensor {
-    Tensor::from_slice(&values.map(|v| v as i64).collect::<Vec<_>>()).to_device(device)
-}
-
 /// Positions of `rows` in the split's rows (the bank's columns), when all are there.
 fn bank_positions(examples: &SplitExamples, rows: &[usize]) -> Option<Vec<usize>> {
     rows.iter().map(|r| examples.position_of.get(r).copied()).collect()
-}
-
-/// Cross-entropy of each query (row i) against every candidate, the answer
-/// being column `answers[i]`; the (query, column) pairs in `left_out` are
-/// no candidates (they are answers too, in all but name).
-fn bank_softmax(query: &Tensor, candidates: &Tensor, answers: &[usize], left_out: &[(usize, usize)]) -> Tensor {
-    let mut logits = query.matmul(&candidates.tr());
-    if !left_out.is_empty() {
-        let (rows, columns): (Vec<usize>, Vec<usize>) = left_out.iter().copied().unzip();
-        let flat = positions(rows.iter().zip(&columns).map(|(r, c)| r * candidates.size()[0] as usize + c), logits.device());
-        let mask = Tensor::zeros([logits.numel() as i64], (Kind::Bool, logits.device())).index_fill(0, &flat, 1).view_as(&logits);
-        logits = logits.masked_fill(&mask, f64::NEG_INFINITY);
-    }
-    logits.cross_entropy_for_logits(&positions(answers.iter().copied(), logits.device()))
-}
-
-/// Cross-entropy of each query against all targets of the batch (row i's target is i).
-fn in_batch_softmax(query: &Tensor, target: &Tensor) -> Tensor {
-    bank_softmax(query, target, &(0..query.size()[0] as usize).collect::<Vec<_>>(), &[])
 }
 
 /// Where a fine-tune starts.
@@ -288,28 +264,4 @@ pub fn finetune(
     };
     write_summary(run_dir, &summary)?;
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cross_entropy(logits: &[f64], answer: usize) -> f64 {
-        let total: f64 = logits.iter().map(|l| l.exp()).sum();
-        total.ln() - logits[answer]
-    }
-
-    #[test]
-    fn bank_softmax_scores_every_candidate_but_the_left_out() {
-        let query = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
-        let candidates = Tensor::from_slice(&[2.0f32, 0.0, 0.0, 3.0, 1.0, 1.0]).view([3, 2]);
-        // Query 0 scores (2, 0, 1), query 1 scores (0, 3, 1).
-        let all = bank_softmax(&query, &candidates, &[0, 2], &[]).double_value(&[]);
-        let expected = (cross_entropy(&[2.0, 0.0, 1.0], 0) + cross_entropy(&[0.0, 3.0, 1.0], 2)) / 2.0;
-        assert!((all - expected).abs() < 1e-5, "{all} vs {expected}");
-        // Leaving out query 1's column 1 (a twin of its answer) drops that logit.
-        let left_out = bank_softmax(&query, &candidates, &[0, 2], &[(1, 1)]).double_value(&[]);
-        let expected = (cross_entropy(&[2.0, 0.0, 1.0], 0) + cross_entropy(&[0.0, 1.0], 1)) / 2.0;
-        assert!((left_out - expected).abs() < 1e-5, "{left_out} vs {expected}");
-    }
 }

@@ -1,7 +1,7 @@
 //! The losses of the pretext and downstream tasks, as plain functions of
 //! tensors so each can be checked against a value computed by hand.
 
-use tch::{Kind, Reduction, Tensor};
+use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::model::bert::l2_normalize;
 
@@ -13,6 +13,30 @@ pub fn info_nce(a: &Tensor, b: &Tensor) -> Tensor {
     let forward = logits.cross_entropy_for_logits(&targets);
     let backward = logits.tr().cross_entropy_for_logits(&targets);
     (forward + backward) / 2.0
+}
+
+/// `[N]` int64 tensor of `values`.
+pub fn positions(values: impl Iterator<Item = usize>, device: Device) -> Tensor {
+    Tensor::from_slice(&values.map(|v| v as i64).collect::<Vec<_>>()).to_device(device)
+}
+
+/// Cross-entropy of each query (row i) against every candidate, the answer
+/// being column `answers[i]`; the (query, column) pairs in `left_out` are
+/// no candidates (they are answers too, in all but name).
+pub fn bank_softmax(query: &Tensor, candidates: &Tensor, answers: &[usize], left_out: &[(usize, usize)]) -> Tensor {
+    let mut logits = query.matmul(&candidates.tr());
+    if !left_out.is_empty() {
+        let (rows, columns): (Vec<usize>, Vec<usize>) = left_out.iter().copied().unzip();
+        let flat = positions(rows.iter().zip(&columns).map(|(r, c)| r * candidates.size()[0] as usize + c), logits.device());
+        let mask = Tensor::zeros([logits.numel() as i64], (Kind::Bool, logits.device())).index_fill(0, &flat, 1).view_as(&logits);
+        logits = logits.masked_fill(&mask, f64::NEG_INFINITY);
+    }
+    logits.cross_entropy_for_logits(&positions(answers.iter().copied(), logits.device()))
+}
+
+/// Cross-entropy of each query against all targets of the batch (row i's target is i).
+pub fn in_batch_softmax(query: &Tensor, target: &Tensor) -> Tensor {
+    bank_softmax(query, target, &(0..query.size()[0] as usize).collect::<Vec<_>>(), &[])
 }
 
 /// Image-text matching: binary cross-entropy over two logits per pair
@@ -117,5 +141,19 @@ mod tests {
     fn hardest_negative_is_the_most_similar_other_column() {
         let sim = t(&[&[9.0, 1.0, 2.0], &[5.0, 9.0, 4.0], &[0.0, 3.0, 9.0]]);
         assert_eq!(Vec::<i64>::try_from(hardest_negatives(&sim)).unwrap(), [2, 0, 1]);
+    }
+
+    #[test]
+    fn bank_softmax_scores_every_candidate_but_the_left_out() {
+        let query = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+        let candidates = Tensor::from_slice(&[2.0f32, 0.0, 0.0, 3.0, 1.0, 1.0]).view([3, 2]);
+        // Query 0 scores (2, 0, 1), query 1 scores (0, 3, 1).
+        let all = bank_softmax(&query, &candidates, &[0, 2], &[]).double_value(&[]);
+        let expected = (ce(&[2.0, 0.0, 1.0], 0) + ce(&[0.0, 3.0, 1.0], 2)) / 2.0;
+        assert!((all - expected).abs() < 1e-5, "{all} vs {expected}");
+        // Leaving out query 1's column 1 (a twin of its answer) drops that logit.
+        let left_out = bank_softmax(&query, &candidates, &[0, 2], &[(1, 1)]).double_value(&[]);
+        let expected = (ce(&[2.0, 0.0, 1.0], 0) + ce(&[0.0, 1.0], 1)) / 2.0;
+        assert!((left_out - expected).abs() < 1e-5, "{left_out} vs {expected}");
     }
 }

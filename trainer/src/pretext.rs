@@ -6,8 +6,8 @@
 use tch::nn::Module;
 use tch::{Kind, Tensor};
 
-use crate::data::PretextBatch;
-use crate::losses::{hardest_negatives, info_nce, itm, masked_cross_entropy, pac, IGNORE};
+use crate::data::{ItcBank, PretextBatch};
+use crate::losses::{bank_softmax, hardest_negatives, in_batch_softmax, info_nce, itm, masked_cross_entropy, pac, positions, IGNORE};
 use crate::model::fashionvil::FashionVil;
 use crate::schedule::Task;
 
@@ -23,17 +23,31 @@ impl FashionVil {
         self.visual_tokens(&features)
     }
 
-    /// The loss of the batch's task.
-    pub fn pretext_loss(&self, batch: &PretextBatch, train: bool) -> Tensor {
+    /// The loss of the batch's task; with `bank` (frozen features), ITC scores
+    /// each text against every example's image, its text twins left out.
+    pub fn pretext_loss(&self, batch: &PretextBatch, bank: Option<&ItcBank>, train: bool) -> Tensor {
         let task = batch.task;
         let tokens = self.tokens_of(&batch.images, train);
         let (b, v) = (tokens.size()[0], tokens.size()[1]);
         let all_visual = Tensor::ones([b, v], (Kind::Int64, tokens.device()));
         match task {
             Task::Itc => {
-                let image = self.image_embedding(&tokens);
                 let text = self.text_embedding(&batch.ids, &batch.text_mask, train);
-                info_nce(&image, &text)
+                match bank {
+                    Some(bank) => {
+                        let images = self.pooled_image_embedding(&bank.features);
+                        let twins: Vec<(usize, usize)> = batch
+                            .positions
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(i, &p)| bank.text_twins[p].iter().map(move |&q| (i, q)))
+                            .collect();
+                        let text_to_image = bank_softmax(&text, &images, &batch.positions, &twins);
+                        let batch_images = images.index_select(0, &positions(batch.positions.iter().copied(), text.device()));
+                        (text_to_image + in_batch_softmax(&batch_images, &text)) / 2.0
+                    }
+                    None => info_nce(&self.image_embedding(&tokens), &text),
+                }
             }
             Task::Mvc => {
                 let image = self.image_embedding(&tokens);

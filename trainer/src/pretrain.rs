@@ -146,6 +146,8 @@ pub fn pretrain(
     let mut optimizer = AdamW::new(optimizer_config(recipe))?;
     let checkpointer = Checkpointer::new(run_dir, recipe.keep_checkpoints);
     let config_json = checkpoint_config(&bert_config, &model_config, &vocabulary);
+    // Pooled once: the bank's features do not change, its embeddings do.
+    let itc_bank = if recipe.bank_negatives { data.itc_bank(device) } else { None };
     let batch_size = recipe.batch_size.min(data.len());
     let batches_per_epoch = (data.len() / batch_size).max(1) as u64;
     let spec = LoopSpec::new("pretraining", recipe, recipe.steps, batch_size, &config_json, &tokenizer_path);
@@ -158,7 +160,7 @@ pub fn pretrain(
         let positions = &order.as_ref().expect("set above").1[position * batch_size..(position + 1) * batch_size];
         let task = sampler.sample(rng);
         let batch = data.batch(task, positions, rng, device)?;
-        Ok((task, model.pretext_loss(&batch, true)))
+        Ok((task, model.pretext_loss(&batch, itc_bank.as_ref(), true)))
     })?;
     let summary = PretrainSummary {
         recipe: recipe.name.clone(),

@@ -73,6 +73,10 @@ pub struct Recipe {
     pub image_backbone: Backbone,
     pub steps: u64,
     pub batch_size: usize,
+    /// With a frozen image encoder, score each ITC text against every train
+    /// image rather than the batch's.
+    #[serde(default)]
+    pub bank_negatives: bool,
     /// Longest text in tokens, `[CLS]` and `[SEP]` included.
     pub max_text_tokens: usize,
     /// At most this many training examples (all when absent).

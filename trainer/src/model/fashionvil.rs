@@ -253,6 +253,42 @@ mod tests {
     }
 
     #[test]
+    fn itc_over_a_bank_of_the_batch_is_in_batch_itc_and_twins_are_left_out() {
+        use crate::data::{ItcBank, PretextBatch};
+        use crate::schedule::Task;
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let config = FashionVilConfig { image_channels: 8, pac_attributes: 5, mpfc_codes: 12, ..Default::default() };
+        let model = FashionVil::new(&vs.root(), &tiny_bert(), config, false);
+        let features = Tensor::randn([3, 8, 7, 7], (Kind::Float, tch::Device::Cpu));
+        let ids = Tensor::from_slice(&[1i64, 5, 6, 2, 1, 7, 2, 0, 1, 8, 9, 2]).view([3, 4]);
+        let batch = PretextBatch {
+            task: Task::Itc,
+            positions: vec![0, 1, 2],
+            images: features.shallow_clone(),
+            text_mask: ids.ne(0).to_kind(Kind::Int64),
+            ids,
+            second_view: None,
+            mvc_text_mask: None,
+            mvc_visual_mask: None,
+            mlm_ids: None,
+            mlm_labels: None,
+            mpfc_mask: None,
+            mpfc_labels: None,
+            pac_targets: None,
+        };
+        let pooled = features.mean_dim(&[-2i64, -1][..], false, Kind::Float);
+        let in_batch = model.pretext_loss(&batch, None, false).double_value(&[]);
+        let bank = ItcBank { features: pooled.shallow_clone(), text_twins: vec![Vec::new(); 3] };
+        let over_bank = model.pretext_loss(&batch, Some(&bank), false).double_value(&[]);
+        assert!((in_batch - over_bank).abs() < 1e-5, "{in_batch} vs {over_bank}");
+        // Example 0's text twin (example 1) is no negative of its text: the text→image half drops that logit.
+        let twins = ItcBank { features: pooled, text_twins: vec![vec![1], vec![0], Vec::new()] };
+        let with_twins = model.pretext_loss(&batch, Some(&twins), false).double_value(&[]);
+        assert!(with_twins < over_bank, "leaving out negatives lowers the loss: {with_twins} vs {over_bank}");
+    }
+
+    #[test]
     fn variable_names_follow_the_checkpoint_layout() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let config =

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Pretraining task weights and the ITC bank, chosen on the H&M val split: each
+# candidate is the cpu recipe with its [tasks] and bank_negatives replaced,
+# pretrained, fine-tuned (the recipe's multi-task fine-tune) and evaluated on
+# val with the paper's protocols. The choice is made on val; the test split
+# is read only for the chosen recipe (bench/results/hm_ablation_v2 style runs).
+#
+#   bash bench/recipe_search.sh [CANDIDATE ...]     (default: all candidates)
+#
+# Needs `cargo xtask setup` and the main job's VQ-VAE and feature cache
+# (runs/demo/hm/vqvae, runs/demo/hm/cache). A candidate whose run folders are
+# complete is only evaluated again (resume). Writes
+# bench/results/recipe_search/<candidate>.{toml,json} and summary.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+catalog=../shared/data/hm
+demo=runs/demo/hm
+out=runs/recipe_search
+results=bench/results/recipe_search
+seed=${SEED:-7}
+
+# name: tasks (task=weight,...) and the ITC bank.
+declare -A candidates=(
+  [paper-mix]="itc=0.20,mvc=0.20,itm=0.15,mlm=0.15,mpfc=0.15,pac=0.15 bank=false"
+  [itc-only]="itc=1.0 bank=false"
+  [itc-only-bank]="itc=1.0 bank=true"
+  [itc-heavy-bank]="itc=0.50,mvc=0.10,itm=0.10,mlm=0.10,mpfc=0.10,pac=0.10 bank=true"
+  [itc-mlm-pac-bank]="itc=0.60,mlm=0.20,pac=0.20 bank=true"
+)
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(paper-mix itc-only itc-only-bank itc-heavy-bank itc-mlm-pac-bank)
+for name in "${names[@]}"; do
+  [ -n "${candidates[$name]:-}" ] || { echo "unknown candidate $name (one of: ${!candidates[*]})" >&2; exit 2; }
+done
+[ -d "$demo/vqvae" ] && [ -d "$demo/cache" ] || { echo "no $demo/vqvae or $demo/cache: run \`cargo xtask demo --no-serve\` first" >&2; exit 2; }
+
+echo "[1/2] building vitrine-train (release)"
+cargo build -q --release -p vitrine-trainer --bin vitrine-train
+mkdir -p "$out" "$results"
+step=0
+for name in "${names[@]}"; do
+  step=$((step + 1))
+  read -r tasks bank <<<"${candidates[$name]}"
+  recipe="$results/$name.toml"
+  python3 - "$tasks" "${bank#bank=}" "$seed" >"$recipe" <<'EOF'
+import re, sys
+tasks, bank, seed = sys.argv[1], sys.argv[2], sys.argv[3]
+text = open("trainer/recipes/cpu.toml").read()
+weights = "\n".join(f"{t} = {w}" for t, w in (pair.split("=") for pair in tasks.split(",")))
+text = re.sub(r"\[tasks\]\n(?:[a-z]+ = [0-9.]+\n)+", f"[tasks]\n{weights}\n", text)
+text = re.sub(r"^name = .*$", f'name = "cpu-{tasks}-bank-{bank}"', text, flags=re.M)
+text = re.sub(r"^seed = .*$", f"seed = {seed}", text, flags=re.M)
+text = re.sub(r"^bank_negatives = .*\n", "", text, count=1, flags=re.M) if text.index("bank_negatives") < text.index("[tasks]") else text
+text = text.replace("\n[tasks]", f"\nbank_negatives = {bank}\n\n[tasks]", 1)
+print(text, end="")
+EOF
+  run="$out/$name-seed$seed"
+  echo "[2/2] candidate $step of ${#names[@]}: $name ($tasks, bank $bank)"
+  vqvae=()
+  [[ $tasks == *mpfc* ]] && vqvae=(--vqvae "$demo/vqvae")
+  target/release/vitrine-train pretrain --catalog "$catalog" --config "$recipe" --cache "$demo/cache" --run "$run/pretrain" "${vqvae[@]}" --resume
+  target/release/vitrine-train finetune --catalog "$catalog" --config "$recipe" --cache "$demo/cache" --run "$run/finetune" --from "$run/pretrain" --resume
+  target/release/vitrine-train eval --catalog "$catalog" --config "$recipe" --cache "$demo/cache" --checkpoint "$run/finetune" --split val \
+    --out "$results/$name.json" >/dev/null
+done
+python3 - "$results" "$seed" "$(git rev-parse --short HEAD)" <<'EOF' >"$results/summary.md"
+import json, pathlib, sys
+results, seed, commit = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+print(f"# Pretraining recipe candidates on the H&M val split (seed {seed}, commit {commit}, `bash bench/recipe_search.sh`)\n")
+print("| candidate | ITR R@1/5/10 | TIR R@1/5/10 | TGIR R@10 | SCR acc/F1 | OCIR R@10 macro | meta-sum |")
+print("|---|---|---|---|---|---|---|")
+for path in sorted(results.glob("*.json")):
+    r = json.loads(path.read_text())
+    f = lambda xs: "/".join(f"{x:.1f}" for x in xs)
+    ocir = r["ocir_macro"][0]
+    print(f"| {path.stem} | {f(r['xmr_random100']['itr'])} | {f(r['xmr_random100']['tir'])} | {r['tgir_mean'][0]:.1f} | "
+          f"{r['scr']['accuracy']:.1f}/{r['scr']['macro_f1']:.1f} | {ocir:.1f} | **{r['meta_sum']:.1f}** |")
+EOF
+cat "$results/summary.md"
