@@ -42,17 +42,16 @@ for name in "${names[@]}"; do
   step=$((step + 1))
   read -r tasks bank <<<"${candidates[$name]}"
   recipe="$results/$name.toml"
-  python3 - "$tasks" "${bank#bank=}" "$seed" >"$recipe" <<'EOF'
+  python3 - "$name" "$tasks" "${bank#bank=}" "$seed" >"$recipe" <<'EOF'
 import re, sys
-tasks, bank, seed = sys.argv[1], sys.argv[2], sys.argv[3]
-text = open("trainer/recipes/cpu.toml").read()
-weights = "\n".join(f"{t} = {w}" for t, w in (pair.split("=") for pair in tasks.split(",")))
-text = re.sub(r"\[tasks\]\n(?:[a-z]+ = [0-9.]+\n)+", f"[tasks]\n{weights}\n", text)
-text = re.sub(r"^name = .*$", f'name = "cpu-{tasks}-bank-{bank}"', text, flags=re.M)
-text = re.sub(r"^seed = .*$", f"seed = {seed}", text, flags=re.M)
-text = re.sub(r"^bank_negatives = .*\n", "", text, count=1, flags=re.M) if text.index("bank_negatives") < text.index("[tasks]") else text
-text = text.replace("\n[tasks]", f"\nbank_negatives = {bank}\n\n[tasks]", 1)
-print(text, end="")
+name, tasks, bank, seed = sys.argv[1:5]
+head, tail = open("trainer/recipes/cpu.toml").read().split("\n[tasks]\n", 1)
+head = re.sub(r"^bank_negatives = .*\n", "", head, flags=re.M)
+head = re.sub(r"^name = .*$", f'name = "cpu-search-{name}"', head, flags=re.M)
+head = re.sub(r"^seed = .*$", f"seed = {seed}", head, flags=re.M)
+weights = "".join(f"{t} = {w}\n" for t, w in (pair.split("=") for pair in tasks.split(",")))
+tail = re.sub(r"^(?:[a-z]+ = [0-9.]+\n)+", weights, tail)
+print(f"{head}\nbank_negatives = {bank}\n\n[tasks]\n{tail}", end="")
 EOF
   run="$out/$name-seed$seed"
   echo "[2/2] candidate $step of ${#names[@]}: $name ($tasks, bank $bank)"

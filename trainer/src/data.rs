@@ -46,6 +46,27 @@ pub struct PretextBatch {
     pub pac_targets: Option<Tensor>,
 }
 
+impl PretextBatch {
+    /// A batch of images and texts only; the task's own parts are added after.
+    pub fn new(task: Task, positions: &[usize], images: Tensor, ids: Tensor, text_mask: Tensor) -> PretextBatch {
+        PretextBatch {
+            task,
+            positions: positions.to_vec(),
+            images,
+            ids,
+            text_mask,
+            second_view: None,
+            mvc_text_mask: None,
+            mvc_visual_mask: None,
+            mlm_ids: None,
+            mlm_labels: None,
+            mpfc_mask: None,
+            mpfc_labels: None,
+            pac_targets: None,
+        }
+    }
+}
+
 /// Where a batch's image inputs come from.
 pub enum ImageSource {
     /// Photos, decoded per step with a random crop and flip (training) — the
@@ -131,21 +152,8 @@ impl PretrainSet {
         let (ids, text_mask) = self.pad(positions.iter().map(|&i| self.encodings[i].ids.iter().map(|&t| i64::from(t)).collect()));
         // MPFC predicts codes of the unaugmented image, so its view is not flipped.
         let (images, second_view) = self.images(positions, task == Task::Mpfc, task == Task::Mvc, rng)?;
-        let mut batch = PretextBatch {
-            task,
-            positions: positions.to_vec(),
-            images: images.to_device(device),
-            ids: ids.to_device(device),
-            text_mask: text_mask.to_device(device),
-            second_view: second_view.map(|v| v.to_device(device)),
-            mvc_text_mask: None,
-            mvc_visual_mask: None,
-            mlm_ids: None,
-            mlm_labels: None,
-            mpfc_mask: None,
-            mpfc_labels: None,
-            pac_targets: None,
-        };
+        let mut batch = PretextBatch::new(task, positions, images.to_device(device), ids.to_device(device), text_mask.to_device(device));
+        batch.second_view = second_view.map(|v| v.to_device(device));
         let width = batch.ids.size()[1] as usize;
         match task {
             Task::Mvc => {

@@ -262,21 +262,8 @@ mod tests {
         let model = FashionVil::new(&vs.root(), &tiny_bert(), config, false);
         let features = Tensor::randn([3, 8, 7, 7], (Kind::Float, tch::Device::Cpu));
         let ids = Tensor::from_slice(&[1i64, 5, 6, 2, 1, 7, 2, 0, 1, 8, 9, 2]).view([3, 4]);
-        let batch = PretextBatch {
-            task: Task::Itc,
-            positions: vec![0, 1, 2],
-            images: features.shallow_clone(),
-            text_mask: ids.ne(0).to_kind(Kind::Int64),
-            ids,
-            second_view: None,
-            mvc_text_mask: None,
-            mvc_visual_mask: None,
-            mlm_ids: None,
-            mlm_labels: None,
-            mpfc_mask: None,
-            mpfc_labels: None,
-            pac_targets: None,
-        };
+        let mask = ids.ne(0).to_kind(Kind::Int64);
+        let batch = PretextBatch::new(Task::Itc, &[0, 1, 2], features.shallow_clone(), ids, mask);
         let pooled = features.mean_dim(&[-2i64, -1][..], false, Kind::Float);
         let in_batch = model.pretext_loss(&batch, None, false).double_value(&[]);
         let bank = ItcBank { features: pooled.shallow_clone(), text_twins: vec![Vec::new(); 3] };
