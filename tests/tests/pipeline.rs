@@ -14,6 +14,7 @@ use vitrine_trainer::model::bert::BertConfig;
 use vitrine_trainer::model::fashionvil::{FashionVil, FashionVilConfig};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::schedule::Task;
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 
@@ -34,6 +35,8 @@ fn a_catalog_trains_into_a_checkpoint_that_reloads() {
     let catalog = catalog::open(&source, ImportOptions::default()).unwrap();
 
     let mut recipe = Recipe::load("cpu").unwrap();
+    // Every pretext task (the cpu recipe pretrains with ITC alone).
+    recipe.tasks = Task::paper_probabilities();
     recipe.steps = 4;
     recipe.batch_size = 4;
     recipe.max_text_tokens = 24;

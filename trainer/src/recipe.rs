@@ -167,7 +167,8 @@ mod tests {
         assert!(gpu.bf16 && !cpu.bf16);
         assert_eq!(gpu.batch_size, 256);
         assert_eq!(gpu.tasks, Task::paper_probabilities());
-        assert_eq!(cpu.tasks.len(), 6);
+        assert_eq!(cpu.tasks, [(Task::Itc, 1.0)].into());
+        assert!(cpu.bank_negatives && !gpu.bank_negatives);
     }
 
     #[test]

@@ -13,13 +13,15 @@ use vitrine_trainer::eval::evaluate;
 use vitrine_trainer::finetune::{finetune, Start};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
-use vitrine_trainer::schedule::Downstream;
+use vitrine_trainer::schedule::{Downstream, Task};
 use vitrine_trainer::teacher::load_finetuned;
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 
 fn tiny_recipe() -> Recipe {
     let mut recipe = Recipe::load("cpu").unwrap();
+    // Every pretext task (the cpu recipe pretrains with ITC alone).
+    recipe.tasks = Task::paper_probabilities();
     recipe.steps = 4;
     recipe.batch_size = 4;
     recipe.max_text_tokens = 32;

@@ -19,6 +19,8 @@ fn small_recipe(dir: &Path) -> PathBuf {
         .replace("checkpoint_every = 50", "checkpoint_every = 3")
         .replace("[vqvae]\nsteps = 300\nbatch_size = 16", "[vqvae]\nsteps = 4\nbatch_size = 4\nchannels = [8, 8, 16, 16, 16]")
         .replace("min_df = 10", "min_df = 3")
+        // Every pretext task (the cpu recipe pretrains with ITC alone).
+        .replace("[tasks]\nitc = 1.0\n", "[tasks]\nitc = 0.2\nmvc = 0.2\nitm = 0.15\nmlm = 0.15\nmpfc = 0.15\npac = 0.15\n")
         // A seed whose first 12 steps draw every task.
         .replace("seed = 7", "seed = 3");
     let path = dir.join("test.toml");

@@ -1,8 +1,8 @@
 //! The main job: a catalog → the trained model → the bundle → the demo store,
 //! served on 127.0.0.1.
 //!
-//! Stages (the cpu recipe): VQ-VAE image tokenizer, pretraining with all six
-//! pretext tasks, multi-task fine-tuning, `vitrine-index build`, then the
+//! Stages (the cpu recipe): VQ-VAE image tokenizer (when the recipe has
+//! MPFC), pretraining with the recipe's pretext tasks, multi-task fine-tuning, `vitrine-index build`, then the
 //! browser package and the server. Every stage writes into `runs/demo/<catalog
 //! name>/` and is skipped when its output is complete (an interrupted
 //! training resumes from its last checkpoint), so a second run goes straight
@@ -35,6 +35,15 @@ fn stage(bin_dir: &Path, bin: &str, command: &str, catalog: &Path, cache: &Path,
     run(&mut c)
 }
 
+/// Whether the cpu recipe pretrains with MPFC, whose targets are the VQ-VAE's codes.
+fn cpu_recipe_has_mpfc(root: &Path) -> Result<bool> {
+    let path = root.join("trainer/recipes/cpu.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let recipe: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+    let weight = recipe.get("tasks").and_then(|tasks| tasks.get("mpfc")).and_then(|w| w.as_float().or(w.as_integer().map(|i| i as f64)));
+    Ok(weight.is_some_and(|w| w > 0.0))
+}
+
 /// Trains and builds the bundle for `catalog`; returns the build folder.
 pub fn build_bundle(root: &Path, bin_dir: &Path, catalog: &Path, generate: bool, steps: &mut Steps) -> Result<PathBuf> {
     let name = catalog.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "catalog".into());
@@ -51,24 +60,32 @@ pub fn build_bundle(root: &Path, bin_dir: &Path, catalog: &Path, generate: bool,
             Ok(String::new())
         },
     )?;
-    steps.cached_step(
-        "VQ-VAE image tokenizer (vitrine-train vqvae)",
-        || Ok(vqvae.join("vqvae.safetensors").is_file().then(String::new)),
-        || {
-            stage(bin_dir, "vitrine-train", "vqvae", catalog, &cache, &[OsStr::new("--out"), vqvae.as_os_str()])?;
-            Ok(String::new())
-        },
-    )?;
+    let has_mpfc = cpu_recipe_has_mpfc(root)?;
+    if has_mpfc {
+        steps.cached_step(
+            "VQ-VAE image tokenizer (vitrine-train vqvae)",
+            || Ok(vqvae.join("vqvae.safetensors").is_file().then(String::new)),
+            || {
+                stage(bin_dir, "vitrine-train", "vqvae", catalog, &cache, &[OsStr::new("--out"), vqvae.as_os_str()])?;
+                Ok(String::new())
+            },
+        )?;
+    } else {
+        steps.skipped_step("VQ-VAE image tokenizer (vitrine-train vqvae)", "the cpu recipe pretrains without MPFC");
+    }
+    let pretrain_inputs: Vec<&OsStr> = if has_mpfc { vec![OsStr::new("--vqvae"), vqvae.as_os_str()] } else { Vec::new() };
+    let finetune_inputs = [OsStr::new("--from"), pretrain.as_os_str()];
     let trainings = [
-        ("pretraining, six pretext tasks (vitrine-train pretrain)", "pretrain", &pretrain, "--vqvae", &vqvae),
-        ("multi-task fine-tuning (vitrine-train finetune)", "finetune", &finetune, "--from", &pretrain),
+        ("pretraining with the recipe's pretext tasks (vitrine-train pretrain)", "pretrain", &pretrain, pretrain_inputs.as_slice()),
+        ("multi-task fine-tuning (vitrine-train finetune)", "finetune", &finetune, finetune_inputs.as_slice()),
     ];
-    for (title, command, folder, flag, input) in trainings {
+    for (title, command, folder, inputs) in trainings {
         steps.cached_step(
             title,
             || Ok(folder.join("summary.json").is_file().then(String::new)),
             || {
-                let mut extra = vec![OsStr::new("--run"), folder.as_os_str(), OsStr::new(flag), input.as_os_str()];
+                let mut extra = vec![OsStr::new("--run"), folder.as_os_str()];
+                extra.extend_from_slice(inputs);
                 // An interrupted run continues from its last checkpoint.
                 if folder.join("latest").exists() {
                     extra.push(OsStr::new("--resume"));

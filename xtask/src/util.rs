@@ -32,6 +32,13 @@ impl Steps {
     }
 
     /// Runs a step unless `check` says it is already done (`Some(note)`).
+    /// A step that this run does not need, said with the reason.
+    pub fn skipped_step(&mut self, title: &str, why: &str) {
+        self.n += 1;
+        println!("{} {title} … skipped: {why}", self.tag());
+        flush();
+    }
+
     pub fn cached_step(
         &mut self,
         title: &str,

@@ -11,6 +11,7 @@ use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_trainer::finetune::{finetune, Start};
 use vitrine_trainer::pretrain::{pretrain, train_vqvae, ModelPaths};
 use vitrine_trainer::recipe::Recipe;
+use vitrine_trainer::schedule::Task;
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 const HM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/hm");
@@ -18,6 +19,8 @@ const HM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/hm");
 /// The cpu recipe cut down to a few steps of everything.
 pub fn tiny_recipe(max_text_tokens: usize) -> Recipe {
     let mut recipe = Recipe::load("cpu").unwrap();
+    // Every pretext task (the cpu recipe pretrains with ITC alone).
+    recipe.tasks = Task::paper_probabilities();
     recipe.steps = 4;
     recipe.batch_size = 4;
     recipe.max_text_tokens = max_text_tokens;
