@@ -54,7 +54,7 @@ tail = re.sub(r"^(?:[a-z]+ = [0-9.]+\n)+", weights, tail)
 print(f"{head}\nbank_negatives = {bank}\n\n[tasks]\n{tail}", end="")
 EOF
   run="$out/$name-seed$seed"
-  echo "[2/2] candidate $step of ${#names[@]}: $name ($tasks, bank $bank)"
+  echo "[2/2] candidate $step of ${#names[@]}: $name ($tasks, $bank)"
   vqvae=()
   [[ $tasks == *mpfc* ]] && vqvae=(--vqvae "$demo/vqvae")
   target/release/vitrine-train pretrain --catalog "$catalog" --config "$recipe" --cache "$demo/cache" --run "$run/pretrain" "${vqvae[@]}" --resume

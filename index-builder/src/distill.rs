@@ -192,6 +192,9 @@ impl TeacherRun<'_> {
 
     /// Teacher text embeddings of `texts`, unit length `[N, E]`.
     fn embed_texts(&self, texts: &[String]) -> Result<Tensor, TrainError> {
+        if texts.is_empty() {
+            return Ok(Tensor::zeros([0, self.space.dim() as i64], (Kind::Float, Device::Cpu)));
+        }
         let ids: Vec<Vec<i64>> = texts
             .iter()
             .map(|t| Ok(self.finetuned.tokenizer.encode(t)?.ids.iter().map(|&t| i64::from(t)).collect()))
@@ -383,7 +386,7 @@ impl ValProbe {
         })
     }
 
-    /// (title R@10, mean of the four figures) with products `[N, E or D]` and a map of teacher queries into their space.
+    /// (title R@10, mean of the four figures, or of the three R@10 without attribute queries) with products `[N, E or D]` and a map of teacher queries into their space.
     fn score(&self, run: &TeacherRun, products: &Tensor, project: &dyn Fn(&Tensor) -> Tensor) -> (f64, f64) {
         let all: Vec<&[i64]> = vec![&self.val_rows; self.title_answers.len()];
         let title = recall10(&project(&self.titles), products, &self.title_answers, &all);
@@ -392,6 +395,10 @@ impl ValProbe {
         let tgir = recall10(&project(&self.tgir.teacher), products, &self.tgir.answers, &tgir_cands);
         let ocir_cands: Vec<&[i64]> = self.ocir.answers.iter().map(|&a| self.candidates_of[&category_of(a)].as_slice()).collect();
         let ocir = recall10(&project(&self.ocir.teacher), products, &self.ocir.answers, &ocir_cands);
+        // A catalog without colours (or too few per type) has no attribute queries.
+        if self.attribute_relevant.is_empty() {
+            return (title, (title + tgir + ocir) / 3.0);
+        }
         let attributes = precision10(&project(&self.attribute_queries), products, &self.val_rows, &self.attribute_relevant);
         (title, (title + tgir + ocir + attributes) / 4.0)
     }
