@@ -18,6 +18,16 @@ pub fn text_classes<T: Hash + Eq>(texts: &[T]) -> Vec<usize> {
         .collect()
 }
 
+/// Each row's text twins: the other rows of its [`text_classes`] class.
+pub fn text_twins<T: Hash + Eq>(texts: &[T]) -> Vec<Vec<usize>> {
+    let class = text_classes(texts);
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (row, &c) in class.iter().enumerate() {
+        members.entry(c).or_default().push(row);
+    }
+    class.iter().enumerate().map(|(row, c)| members[c].iter().copied().filter(|&other| other != row).collect()).collect()
+}
+
 /// 0-based rank of `scores[positive]`: how many other entries score at least
 /// as high. Ties never help the positive: an equal score ranks above it.
 pub fn rank_of(scores: &[f32], positive: usize) -> usize {

@@ -569,8 +569,8 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
 }
 
 /// Precision@10 (percent) of each query (rows of `queries`) over `gallery`'s
-/// `candidates` rows, a hit being a row in the query's `relevant` set. A tie
-/// at the cut counts as a miss, so ties never win.
+/// `candidates` rows, a hit being a row of the query's `relevant` set whose
+/// [`rank_of`] is below 10 (ties never win).
 pub(crate) fn precision10(queries: &Tensor, gallery: &Tensor, candidates: &[i64], relevant: &[HashSet<i64>]) -> f64 {
     if relevant.is_empty() {
         return 0.0;
@@ -579,11 +579,7 @@ pub(crate) fn precision10(queries: &Tensor, gallery: &Tensor, candidates: &[i64]
     let mut hits = 0usize;
     for (q, wanted) in relevant.iter().enumerate() {
         let row = Vec::<f32>::try_from(scores.get(q as i64)).expect("f32 scores");
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        let k = 10.min(order.len());
-        let cut = order.get(k).map(|&o| row[o]);
-        hits += order[..k].iter().filter(|&&o| wanted.contains(&candidates[o]) && cut.is_none_or(|c| row[o] > c)).count();
+        hits += (0..candidates.len()).filter(|&o| wanted.contains(&candidates[o]) && rank_of(&row, o) < 10).count();
     }
     100.0 * hits as f64 / (10 * relevant.len()) as f64
 }

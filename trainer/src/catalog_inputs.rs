@@ -11,7 +11,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 use vitrine_core::catalog::{attr, Catalog, Split};
-use vitrine_core::metrics::text_classes;
+use vitrine_core::metrics::text_twins;
 use vitrine_core::tasks::{outfit_questions, tgir_triplets, Labels};
 use vitrine_core::text::Tokenizer;
 
@@ -318,12 +318,7 @@ impl SplitExamples {
             })
             .collect();
         let position_of: HashMap<usize, usize> = rows.iter().enumerate().map(|(p, &r)| (r, p)).collect();
-        let class = text_classes(&rows.iter().map(|&r| &inputs.texts[r]).collect::<Vec<_>>());
-        let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (p, &c) in class.iter().enumerate() {
-            members.entry(c).or_default().push(p);
-        }
-        let text_twins = class.iter().enumerate().map(|(p, c)| members[c].iter().copied().filter(|&q| q != p).collect()).collect();
+        let text_twins = text_twins(&rows.iter().map(|&r| &inputs.texts[r]).collect::<Vec<_>>());
         Ok(SplitExamples { rows, position_of, text_twins, labelled, tgir, ocir })
     }
 

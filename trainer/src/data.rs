@@ -5,13 +5,13 @@
 //! Every random choice of a step comes from an RNG seeded by (run seed, step),
 //! so a resumed run draws exactly what the uninterrupted run drew.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
+use vitrine_core::metrics::text_twins;
 use vitrine_core::text::Encoding;
 
 use crate::feature_store::mean_pooled;
@@ -134,16 +134,7 @@ impl PretrainSet {
     /// The ITC bank of every example, when the images are cached feature maps.
     pub fn itc_bank(&self, device: Device) -> Option<ItcBank> {
         let ImageSource::Features { maps, rows } = &self.images else { return None };
-        let mut by_text: HashMap<&[u32], Vec<usize>> = HashMap::new();
-        for (i, encoding) in self.encodings.iter().enumerate() {
-            by_text.entry(encoding.ids.as_slice()).or_default().push(i);
-        }
-        let text_twins = self
-            .encodings
-            .iter()
-            .enumerate()
-            .map(|(i, encoding)| by_text[encoding.ids.as_slice()].iter().copied().filter(|&j| j != i).collect())
-            .collect();
+        let text_twins = text_twins(&self.encodings.iter().map(|encoding| &encoding.ids).collect::<Vec<_>>());
         Some(ItcBank { features: mean_pooled(maps, rows).to_device(device), text_twins })
     }
 

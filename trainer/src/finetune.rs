@@ -22,7 +22,7 @@ use vitrine_core::text::Tokenizer;
 use crate::catalog_inputs::{CatalogInputs, ItemTexts, OcirExample, SplitExamples, TgirExample};
 use crate::checkpoint::{self, Checkpointer};
 use crate::error::TrainError;
-use crate::losses::{bank_softmax, in_batch_softmax, info_nce, positions};
+use crate::losses::{bank_softmax, in_batch_softmax, info_nce, positions, twin_pairs};
 use crate::model::bert::BertConfig;
 use crate::model::downstream::DownstreamHeads;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
@@ -59,8 +59,7 @@ pub fn downstream_loss(
             match bank() {
                 Some(bank) => {
                     let images = bank.index_select(0, &positions(picks.iter().copied(), device));
-                    let twins: Vec<(usize, usize)> =
-                        picks.iter().enumerate().flat_map(|(i, &p)| examples.text_twins[p].iter().map(move |&q| (i, q))).collect();
+                    let twins = twin_pairs(picks, &examples.text_twins);
                     let text_to_image = bank_softmax(&texts, &bank, picks, &twins);
                     let image_to_text = in_batch_softmax(&images, &texts);
                     (text_to_image + image_to_text) / 2.0

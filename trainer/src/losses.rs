@@ -34,6 +34,12 @@ pub fn bank_softmax(query: &Tensor, candidates: &Tensor, answers: &[usize], left
     logits.cross_entropy_for_logits(&positions(answers.iter().copied(), logits.device()))
 }
 
+/// The (query, column) pairs to leave out of a bank softmax whose query `i`
+/// is bank column `columns[i]`: that column's text twins.
+pub fn twin_pairs(columns: &[usize], text_twins: &[Vec<usize>]) -> Vec<(usize, usize)> {
+    columns.iter().enumerate().flat_map(|(i, &c)| text_twins[c].iter().map(move |&twin| (i, twin))).collect()
+}
+
 /// Cross-entropy of each query against all targets of the batch (row i's target is i).
 pub fn in_batch_softmax(query: &Tensor, target: &Tensor) -> Tensor {
     bank_softmax(query, target, &(0..query.size()[0] as usize).collect::<Vec<_>>(), &[])

@@ -7,7 +7,9 @@ use tch::nn::Module;
 use tch::{Kind, Tensor};
 
 use crate::data::{ItcBank, PretextBatch};
-use crate::losses::{bank_softmax, hardest_negatives, in_batch_softmax, info_nce, itm, masked_cross_entropy, pac, positions, IGNORE};
+use crate::losses::{
+    bank_softmax, hardest_negatives, in_batch_softmax, info_nce, itm, masked_cross_entropy, pac, positions, twin_pairs, IGNORE,
+};
 use crate::model::fashionvil::FashionVil;
 use crate::schedule::Task;
 
@@ -36,12 +38,7 @@ impl FashionVil {
                 match bank {
                     Some(bank) => {
                         let images = self.pooled_image_embedding(&bank.features);
-                        let twins: Vec<(usize, usize)> = batch
-                            .positions
-                            .iter()
-                            .enumerate()
-                            .flat_map(|(i, &p)| bank.text_twins[p].iter().map(move |&q| (i, q)))
-                            .collect();
+                        let twins = twin_pairs(&batch.positions, &bank.text_twins);
                         let text_to_image = bank_softmax(&text, &images, &batch.positions, &twins);
                         let batch_images = images.index_select(0, &positions(batch.positions.iter().copied(), text.device()));
                         (text_to_image + in_batch_softmax(&batch_images, &text)) / 2.0

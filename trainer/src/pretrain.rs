@@ -147,7 +147,8 @@ pub fn pretrain(
     let checkpointer = Checkpointer::new(run_dir, recipe.keep_checkpoints);
     let config_json = checkpoint_config(&bert_config, &model_config, &vocabulary);
     // Pooled once: the bank's features do not change, its embeddings do.
-    let itc_bank = if recipe.bank_negatives { data.itc_bank(device) } else { None };
+    let has_itc = recipe.tasks.get(&Task::Itc).is_some_and(|w| *w > 0.0);
+    let itc_bank = if recipe.bank_negatives && has_itc { data.itc_bank(device) } else { None };
     let batch_size = recipe.batch_size.min(data.len());
     let batches_per_epoch = (data.len() / batch_size).max(1) as u64;
     let spec = LoopSpec::new("pretraining", recipe, recipe.steps, batch_size, &config_json, &tokenizer_path);

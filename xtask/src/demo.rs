@@ -2,8 +2,8 @@
 //! served on 127.0.0.1.
 //!
 //! Stages (the cpu recipe): VQ-VAE image tokenizer (when the recipe has
-//! MPFC), pretraining with the recipe's pretext tasks, multi-task fine-tuning, `vitrine-index build`, then the
-//! browser package and the server. Every stage writes into `runs/demo/<catalog
+//! MPFC), pretraining with the recipe's pretext tasks, multi-task
+//! fine-tuning, `vitrine-index build`, then the browser package and the server. Every stage writes into `runs/demo/<catalog
 //! name>/` and is skipped when its output is complete (an interrupted
 //! training resumes from its last checkpoint), so a second run goes straight
 //! to serving; the image features are cached once per catalog.

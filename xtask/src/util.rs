@@ -31,7 +31,6 @@ impl Steps {
         self.cached_step(title, || Ok(None), run)
     }
 
-    /// Runs a step unless `check` says it is already done (`Some(note)`).
     /// A step that this run does not need, said with the reason.
     pub fn skipped_step(&mut self, title: &str, why: &str) {
         self.n += 1;
@@ -39,6 +38,7 @@ impl Steps {
         flush();
     }
 
+    /// Runs a step unless `check` says it is already done (`Some(note)`).
     pub fn cached_step(
         &mut self,
         title: &str,
