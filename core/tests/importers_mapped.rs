@@ -264,3 +264,38 @@ fn an_unknown_extension_is_not_guessed() {
     assert!(matches!(error, CatalogError::NotACatalog { .. }));
     assert!(error.to_string().contains("export.xlsx"), "{error}");
 }
+
+#[test]
+fn image_templates_name_photos_by_any_column_and_untrusted_values_cannot_leave_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = ColumnMapping::from_json(
+        r#"{"id": "id", "title": "name", "category": "cat", "attributes": {"colour": "colour"},
+            "image_template": ["images/{id}.jpg", "images/{id}-{colour}.jpg"]}"#,
+    )
+    .unwrap();
+    let csv = "id,name,cat,colour\n\
+               15970,Shirt,Topwear,Navy Blue\n\
+               ../../etc/passwd,Shirt,Topwear,Red\n\
+               16001,Skirt,Bottomwear,\n\
+               16002,Dress,Dress,.\n";
+    let path = write(dir.path(), "styles.csv", csv.as_bytes());
+
+    let catalog = import_csv(&path, &mapping, dir.path(), ImportOptions::skip()).unwrap();
+
+    let shirt = catalog.get("15970").unwrap();
+    assert_eq!(shirt.images, ["images/15970.jpg", "images/15970-Navy Blue.jpg"]);
+    assert_eq!(catalog.image_path(&shirt.images[0]), Some(dir.path().join("images/15970.jpg")));
+    // A path separator in a value, an empty value and a lone dot are bad rows, each named.
+    assert_eq!(bad_rows(&catalog.report), [("malformed", 3), ("missing_field", 4), ("malformed", 5)]);
+    let messages: Vec<String> = catalog.report.errors.iter().map(|e| e.problem.to_string()).collect();
+    assert!(messages[0].contains("field `id`") && messages[0].contains("../../etc/passwd"), "{messages:?}");
+    assert!(messages[1].contains("`colour`"), "{messages:?}");
+    assert_eq!(catalog.items.len(), 1);
+
+    // One template as a plain string; a template whose column the header lacks is named.
+    let one = ColumnMapping::from_json(r#"{"id": "id", "title": "name", "category": "cat", "image_template": "{sku}.png"}"#).unwrap();
+    let error = import_csv(&path, &one, dir.path(), ImportOptions::skip()).unwrap_err().to_string();
+    assert!(error.contains("sku"), "{error}");
+    let broken = ColumnMapping::from_json(r#"{"id": "id", "title": "name", "category": "cat", "image_template": "img/{id.jpg"}"#);
+    assert!(broken.unwrap_err().to_string().contains("img/{id.jpg"));
+}

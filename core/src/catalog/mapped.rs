@@ -17,6 +17,10 @@
 //!
 //! In JSON Lines the mapped names are object keys, and an images field may also
 //! be a JSON array.
+//!
+//! An export without image paths names its photos by a column instead:
+//! `"image_template": "images/{sku}.jpg"` (or a list of templates, one per
+//! photo) makes each row's paths from its own values, any column in braces.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -51,6 +55,10 @@ pub struct ColumnMapping {
     /// field is a single image.
     #[serde(default)]
     pub images_separator: Option<String>,
+    /// Image paths made from each row, one per template (after those of
+    /// `images`): `{column}` is that column's value, e.g. `"images/{id}.jpg"`.
+    #[serde(default)]
+    pub image_template: ImageTemplates,
     /// Attribute key (e.g. [`attr::COLOUR`](super::attr::COLOUR)) → column.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
@@ -61,6 +69,64 @@ pub struct ColumnMapping {
     /// Column with `train`, `val` or `test` (empty: no split).
     #[serde(default)]
     pub split: Option<String>,
+}
+
+/// One image path template or a list of them, as the mapping gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct ImageTemplates(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for ImageTemplates {
+    fn from(value: OneOrMany) -> Self {
+        match value {
+            OneOrMany::One(template) => ImageTemplates(vec![template]),
+            OneOrMany::Many(templates) => ImageTemplates(templates),
+        }
+    }
+}
+
+/// A piece of an image template: literal text or a column's value.
+#[derive(Debug, PartialEq, Eq)]
+enum TemplatePart<'a> {
+    Text(&'a str),
+    Column(&'a str),
+}
+
+/// The parts of `template`, or why it is not one (an unclosed or stray brace,
+/// an empty column name, no column at all: every row would name one file).
+fn template_parts(template: &str) -> std::result::Result<Vec<TemplatePart<'_>>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err(format!("image_template `{template}`: `}}` without `{{`"));
+        }
+        if open > 0 {
+            parts.push(TemplatePart::Text(&rest[..open]));
+        }
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| format!("image_template `{template}`: `{{` without `}}`"))?;
+        let column = &after[..close];
+        if column.trim().is_empty() || column.contains('{') {
+            return Err(format!("image_template `{template}`: `{{{column}}}` names no column"));
+        }
+        parts.push(TemplatePart::Column(column));
+        rest = &after[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest));
+    }
+    if !parts.iter().any(|p| matches!(p, TemplatePart::Column(_))) {
+        return Err(format!("image_template `{template}` names no column in braces, so every row would get the same photo"));
+    }
+    Ok(parts)
 }
 
 impl ColumnMapping {
@@ -103,17 +169,54 @@ impl ColumnMapping {
         if let Some((key, _)) = self.attributes.iter().find(|(k, c)| k.trim().is_empty() || c.trim().is_empty()) {
             return Err(CatalogError::Mapping(format!("attribute `{key}` has an empty key or column name")));
         }
+        for template in &self.image_template.0 {
+            template_parts(template).map_err(CatalogError::Mapping)?;
+        }
         Ok(())
     }
 
-    /// Every source column the mapping reads.
+    /// Every source column the mapping reads (image templates included).
     pub fn columns(&self) -> impl Iterator<Item = &str> {
         let optional = [&self.group_id, &self.description, &self.subcategory, &self.images, &self.price, &self.url, &self.split];
+        let in_templates = self.image_template.0.iter().flat_map(|t| template_parts(t).unwrap_or_default()).filter_map(|p| match p {
+            TemplatePart::Column(column) => Some(column),
+            TemplatePart::Text(_) => None,
+        });
         [&self.id, &self.title, &self.category]
             .into_iter()
             .chain(optional.into_iter().flatten())
             .chain(self.attributes.values())
             .map(String::as_str)
+            .chain(in_templates)
+    }
+
+    /// The row's path of each image template. A value that is empty, or that
+    /// could step out of the photo folder (a path separator, `..`), is a bad
+    /// row: catalog text never chooses which file is read.
+    fn templated_images(&self, row: &impl RowFields) -> std::result::Result<Vec<String>, RowProblem> {
+        let mut paths = Vec::with_capacity(self.image_template.0.len());
+        for template in &self.image_template.0 {
+            let mut path = String::new();
+            for part in template_parts(template).map_err(|reason| RowProblem::Malformed { reason })? {
+                match part {
+                    TemplatePart::Text(text) => path.push_str(text),
+                    TemplatePart::Column(column) => {
+                        let value = row.text(column)?;
+                        if value.is_empty() {
+                            return Err(RowProblem::MissingField { field: column.to_string() });
+                        }
+                        if value.contains(['/', '\\', '\0']) || value == "." || value == ".." {
+                            return Err(RowProblem::Malformed {
+                                reason: format!("field `{column}`: `{value}` cannot be part of a file name (image_template `{template}`)"),
+                            });
+                        }
+                        path.push_str(&value);
+                    }
+                }
+            }
+            paths.push(path);
+        }
+        Ok(paths)
     }
 
     /// Builds the item of one row, and the split the row names.
@@ -134,10 +237,11 @@ impl ColumnMapping {
                 attributes.insert(key.clone(), value);
             }
         }
-        let images = match &self.images {
+        let mut images = match &self.images {
             Some(column) => row.list(column, self.images_separator.as_deref())?,
             None => Vec::new(),
         };
+        images.extend(self.templated_images(row)?);
         let price = match &self.price {
             Some(column) => parse_price(column, &row.text(column)?)?,
             None => None,
@@ -258,6 +362,33 @@ impl RowFields for Map<String, Value> {
         match self.get(column) {
             Some(Value::Array(_)) => json_list(self, column),
             _ => Ok(split_list(&self.text(column)?, separator)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_split_into_text_and_columns_and_bad_ones_say_why() {
+        let parts = template_parts("images/{id}_{view}.jpg").unwrap();
+        assert_eq!(
+            parts,
+            [
+                TemplatePart::Text("images/"),
+                TemplatePart::Column("id"),
+                TemplatePart::Text("_"),
+                TemplatePart::Column("view"),
+                TemplatePart::Text(".jpg")
+            ]
+        );
+        assert_eq!(template_parts("{id}").unwrap(), [TemplatePart::Column("id")]);
+        for (bad, says) in
+            [("images/{id.jpg", "without `}`"), ("images/id}.jpg", "without `{`"), ("a/{}.jpg", "names no column"), ("a.jpg", "same photo")]
+        {
+            let reason = template_parts(bad).unwrap_err();
+            assert!(reason.contains(says) && reason.contains(bad), "{bad}: {reason}");
         }
     }
 }
