@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use vitrine_core::catalog::polyvore::PolyvoreVersion;
+use vitrine_core::catalog::split_rule::{self, SplitRatios};
 use vitrine_core::catalog::{self, canonical, fashioniq, images, BadRowPolicy, Catalog, ImportOptions};
 use vitrine_core::summary::CatalogSummary;
 use vitrine_core::synth::{self, SynthSpec};
@@ -75,6 +76,13 @@ enum CatalogCommand {
         /// Which Polyvore Outfits version to read.
         #[arg(long, value_enum, default_value = "nondisjoint")]
         polyvore_version: PolyvoreVersionArg,
+        /// Train/val/test shares of the split drawn by colour group for items
+        /// whose source names no split (a split in the source wins).
+        #[arg(long, default_value = "80/10/10")]
+        split_ratios: SplitRatios,
+        /// Seed of that draw; keep it from night to night so no item moves.
+        #[arg(long, default_value_t = 7)]
+        split_seed: u64,
     },
     /// Reads FashionIQ caption and split files and prints the rows of each file.
     Fashioniq {
@@ -160,7 +168,17 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{summary}");
             }
         }
-        Command::Catalog(CatalogCommand::Import { source, format, mapping, out, rows, no_images, polyvore_version }) => {
+        Command::Catalog(CatalogCommand::Import {
+            source,
+            format,
+            mapping,
+            out,
+            rows,
+            no_images,
+            polyvore_version,
+            split_ratios,
+            split_seed,
+        }) => {
             let options = rows.import_options();
             let polyvore_version = match polyvore_version {
                 PolyvoreVersionArg::Disjoint => PolyvoreVersion::Disjoint,
@@ -172,6 +190,20 @@ fn run(cli: Cli) -> Result<()> {
                 check_images(&mut catalog, options.policy)?;
             }
             print_bad_rows(&catalog);
+            let assignment = split_rule::assign_missing(&mut catalog, split_ratios, split_seed);
+            if assignment.drawn_total() + assignment.from_group > 0 {
+                let [train, val, test] = assignment.drawn;
+                println!(
+                    "split: {} items from the source, {} with their colour group's, {} drawn by colour group \
+                     ({train} train, {val} val, {test} test; ratios {:.2}/{:.2}/{:.2}, seed {split_seed})",
+                    assignment.from_source,
+                    assignment.from_group,
+                    assignment.drawn_total(),
+                    split_ratios.train,
+                    split_ratios.val,
+                    split_ratios.test
+                );
+            }
             canonical::write_dir(&catalog, &out).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "imported {} items, {} baskets, {} split entries into {} ({} bad rows skipped)",

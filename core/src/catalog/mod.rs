@@ -20,6 +20,7 @@ pub mod images;
 mod json_rows;
 pub mod mapped;
 pub mod polyvore;
+pub mod split_rule;
 
 pub use error::{CatalogError, Result, RowError, RowProblem, SourceLoc};
 pub use schema::{attr, Basket, Item, Split};
