@@ -19,16 +19,24 @@ out=runs/recipe_search
 results=bench/results/recipe_search
 seed=${SEED:-7}
 
-# name: tasks (task=weight,...) and the ITC bank.
+# name: tasks (task=weight,...), the ITC bank, and optionally the image
+# encoder's last layers trained on cached maps (tail=LAYERSxLR_MULTIPLIER)
+# and a multiple of both stages' steps and decay points (steps=xK).
 declare -A candidates=(
   [paper-mix]="itc=0.20,mvc=0.20,itm=0.15,mlm=0.15,mpfc=0.15,pac=0.15 bank=false"
   [itc-only]="itc=1.0 bank=false"
   [itc-only-bank]="itc=1.0 bank=true"
   [itc-heavy-bank]="itc=0.50,mvc=0.10,itm=0.10,mlm=0.10,mpfc=0.10,pac=0.10 bank=true"
   [itc-mlm-pac-bank]="itc=0.60,mlm=0.20,pac=0.20 bank=true"
+  # itc-only-bank again, with the batch's own images embedded live in the bank
+  # (the random stream of fine-tuning changed with it): the tail rows' baseline.
+  [itc-only-bank-live]="itc=1.0 bank=true"
+  [itc-only-bank-tail2]="itc=1.0 bank=true tail=2x4"
+  [itc-only-bank-tail2-lr20]="itc=1.0 bank=true tail=2x20"
+  [itc-only-bank-tail2-steps2]="itc=1.0 bank=true tail=2x4 steps=x2"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(paper-mix itc-only itc-only-bank itc-heavy-bank itc-mlm-pac-bank)
+[ ${#names[@]} -gt 0 ] || names=(paper-mix itc-only itc-only-bank itc-heavy-bank itc-mlm-pac-bank itc-only-bank-live itc-only-bank-tail2 itc-only-bank-tail2-lr20 itc-only-bank-tail2-steps2)
 for name in "${names[@]}"; do
   [ -n "${candidates[$name]:-}" ] || { echo "unknown candidate $name (one of: ${!candidates[*]})" >&2; exit 2; }
 done
@@ -40,17 +48,35 @@ mkdir -p "$out" "$results"
 step=0
 for name in "${names[@]}"; do
   step=$((step + 1))
-  read -r tasks bank <<<"${candidates[$name]}"
+  read -r tasks bank tail steps <<<"${candidates[$name]}"
+  tail=${tail:-tail=0x1}
+  steps=${steps:-steps=x1}
   recipe="$results/$name.toml"
-  python3 - "$name" "$tasks" "${bank#bank=}" "$seed" >"$recipe" <<'EOF'
+  python3 - "$name" "$tasks" "${bank#bank=}" "$seed" "${tail#tail=}" "${steps#steps=x}" >"$recipe" <<'EOF'
 import re, sys
-name, tasks, bank, seed = sys.argv[1:5]
+name, tasks, bank, seed, tail, times = sys.argv[1:7]
+layers, multiplier = tail.split("x")
+times = int(times)
+def scaled(text):
+    """Steps and decay points times `times` (warm-up kept)."""
+    text = re.sub(r"^steps = (\d+)$", lambda m: f"steps = {int(m[1]) * times}", text, flags=re.M)
+    return re.sub(r"^decay_steps = \[([0-9, ]*)\]$",
+                  lambda m: "decay_steps = [" + ", ".join(str(int(x) * times) for x in m[1].split(",")) + "]", text, flags=re.M)
 head, tail = open("trainer/recipes/cpu.toml").read().split("\n[tasks]\n", 1)
 head = re.sub(r"^bank_negatives = .*\n", "", head, flags=re.M)
 head = re.sub(r"^name = .*$", f'name = "cpu-search-{name}"', head, flags=re.M)
 head = re.sub(r"^seed = .*$", f"seed = {seed}", head, flags=re.M)
+head = re.sub(r"^image_tail_layers = .*\n", "", head, flags=re.M)
+head = re.sub(r'^lr_multipliers = \[\["image_tail\.", [0-9.]+\], ', "lr_multipliers = [", head, flags=re.M)
+if layers != "0":
+    head = re.sub(r'^image_encoder = "frozen"$', f'image_encoder = "frozen"\nimage_tail_layers = {layers}', head, flags=re.M)
+    head = re.sub(r"^lr_multipliers = \[", f'lr_multipliers = [["image_tail.", {float(multiplier)}], ', head, flags=re.M)
 weights = "".join(f"{t} = {w}\n" for t, w in (pair.split("=") for pair in tasks.split(",")))
 tail = re.sub(r"^(?:[a-z]+ = [0-9.]+\n)+", weights, tail)
+if times != 1:
+    # The VQ-VAE's steps stay: only pretraining's (head) and fine-tuning's.
+    vqvae, finetune = tail.split("\n[finetune]\n", 1)
+    head, tail = scaled(head), vqvae + "\n[finetune]\n" + scaled(finetune)
 print(f"{head}\nbank_negatives = {bank}\n\n[tasks]\n{tail}", end="")
 EOF
   run="$out/$name-seed$seed"

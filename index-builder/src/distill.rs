@@ -57,8 +57,11 @@ const ATTRIBUTE_QUERIES: usize = 150;
 pub struct DistillOptions {
     /// Width of the compact space.
     pub dim: usize,
-    /// Optimiser steps of the projection, and of each head.
+    /// Optimiser steps of the projection, and of the TGIR and OCIR heads.
     pub steps: usize,
+    /// Optimiser steps of the category head: a linear map of fixed unit
+    /// vectors, cheap per step and slow to reach confident logits.
+    pub category_steps: usize,
     pub batch: usize,
     pub lr: f64,
     pub temperature: f64,
@@ -71,7 +74,17 @@ pub struct DistillOptions {
 
 impl Default for DistillOptions {
     fn default() -> Self {
-        DistillOptions { dim: 256, steps: 300, batch: 256, lr: 1e-3, temperature: 0.05, max_examples: 20_000, seed: 7, image_weight: None }
+        DistillOptions {
+            dim: 256,
+            steps: 300,
+            category_steps: 3000,
+            batch: 256,
+            lr: 1e-3,
+            temperature: 0.05,
+            max_examples: 20_000,
+            seed: 7,
+            image_weight: None,
+        }
     }
 }
 
@@ -86,6 +99,11 @@ pub struct DistillReport {
     pub val_title_r10_compact: f64,
     /// Final loss of the projection and of each head (mean of the last 10% of steps).
     pub final_losses: HashMap<String, f64>,
+    /// (category head steps, share of the val split's "<colour> <product
+    /// type>" queries whose top category is their product type's, percent),
+    /// along the category head's training.
+    #[serde(default)]
+    pub val_query_category_accuracy: Vec<(usize, f64)>,
     pub examples: HashMap<String, usize>,
 }
 
@@ -152,8 +170,16 @@ fn subsample<T: Clone>(all: &[T], max: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
     picks.into_iter().map(|p| all[p].clone()).collect()
 }
 
-/// Runs `f` over `n` rows in teacher batches and concatenates the results.
-pub(crate) fn batched(n: usize, mut f: impl FnMut(std::ops::Range<usize>) -> Result<Tensor, TrainError>) -> Result<Tensor, TrainError> {
+/// Runs `f` over `n` rows in teacher batches and concatenates the results
+/// (`[0, width]` for no rows: a catalog without examples of a task).
+pub(crate) fn batched(
+    n: usize,
+    width: usize,
+    mut f: impl FnMut(std::ops::Range<usize>) -> Result<Tensor, TrainError>,
+) -> Result<Tensor, TrainError> {
+    if n == 0 {
+        return Ok(Tensor::zeros([0, width as i64], (Kind::Float, Device::Cpu)));
+    }
     let mut parts = Vec::new();
     for start in (0..n).step_by(TEACHER_BATCH) {
         let part = tch::no_grad(|| f(start..(start + TEACHER_BATCH).min(n)))?;
@@ -192,14 +218,11 @@ impl TeacherRun<'_> {
 
     /// Teacher text embeddings of `texts`, unit length `[N, E]`.
     fn embed_texts(&self, texts: &[String]) -> Result<Tensor, TrainError> {
-        if texts.is_empty() {
-            return Ok(Tensor::zeros([0, self.space.dim() as i64], (Kind::Float, Device::Cpu)));
-        }
         let ids: Vec<Vec<i64>> = texts
             .iter()
             .map(|t| Ok(self.finetuned.tokenizer.encode(t)?.ids.iter().map(|&t| i64::from(t)).collect()))
             .collect::<Result<_, TrainError>>()?;
-        batched(ids.len(), |r| {
+        batched(ids.len(), self.space.dim(), |r| {
             let (ids, mask) = self.inputs.pad(ids[r].iter().cloned(), self.device);
             Ok(l2_normalize(&self.finetuned.model.text_embedding(&ids, &mask, false)))
         })
@@ -212,12 +235,12 @@ impl TeacherRun<'_> {
 
         let tgir = subsample(&examples.tgir, max, rng);
         let tgir: Vec<_> = tgir.into_iter().filter(|e| self.emb_row(e.reference).is_some() && self.emb_row(e.target).is_some()).collect();
-        let tgir_teacher = batched(tgir.len(), |r| {
+        let tgir_teacher = batched(tgir.len(), self.space.dim(), |r| {
             let refs: Vec<usize> = tgir[r.clone()].iter().map(|e| e.reference).collect();
             let q = self.inputs.tgir_query(model, &refs, tgir[r].iter().map(|e| e.modification.clone()), None, false, self.device)?;
             Ok(l2_normalize(&q))
         })?;
-        let tgir_texts = batched(tgir.len(), |r| {
+        let tgir_texts = batched(tgir.len(), self.space.dim(), |r| {
             let (ids, mask) = self.inputs.pad(tgir[r].iter().map(|e| e.modification.clone()), self.device);
             Ok(l2_normalize(&model.text_embedding(&ids, &mask, false)))
         })?;
@@ -235,7 +258,7 @@ impl TeacherRun<'_> {
             .filter(|e| self.emb_row(e.answer).is_some() && e.outfit.iter().all(|&o| self.emb_row(o).is_some()))
             .filter(|e| class_names.get(e.category).and_then(|c| self.bundle_category(c)).is_some())
             .collect();
-        let ocir_teacher = batched(ocir.len(), |r| {
+        let ocir_teacher = batched(ocir.len(), self.space.dim(), |r| {
             let outfits: Vec<&OcirExample> = ocir[r].iter().collect();
             Ok(l2_normalize(&self.inputs.ocir_query(model, &outfits, None, self.device)?))
         })?;
@@ -253,7 +276,7 @@ impl TeacherRun<'_> {
             let labelled: Vec<(usize, usize, usize)> =
                 subsample(&examples.labelled, max, rng).into_iter().filter(|l| self.emb_row(l.0).is_some() && mapping[l.1] >= 0).collect();
             let heads = model.downstream.as_ref().expect("a fine-tuned model has downstream heads");
-            let teacher_probs = batched(labelled.len(), |r| {
+            let teacher_probs = batched(labelled.len(), class_names.len(), |r| {
                 let rows: Vec<usize> = labelled[r].iter().map(|l| l.0).collect();
                 Ok(heads.category.forward(&self.inputs.fused_pooled(model, &rows, None, false, self.device)?).softmax(-1, Kind::Float))
             })?;
@@ -339,6 +362,8 @@ struct ValProbe {
     /// and each query's relevant rows (val items of that colour and type).
     attribute_queries: Tensor,
     attribute_relevant: Vec<HashSet<i64>>,
+    /// Bundle category id of each attribute query's product type (-1: none).
+    attribute_categories: Vec<i64>,
 }
 
 impl ValProbe {
@@ -373,6 +398,7 @@ impl ValProbe {
                     .collect()
             })
             .collect();
+        let attribute_categories = attribute_queries.iter().map(|q| run.bundle_category(&q.category).unwrap_or(-1)).collect();
         let attribute_queries = run.embed_texts(&attribute_queries.into_iter().map(|q| q.text).collect::<Vec<_>>())?;
         Ok(ValProbe {
             titles,
@@ -383,7 +409,20 @@ impl ValProbe {
             candidates_of,
             attribute_queries,
             attribute_relevant,
+            attribute_categories,
         })
+    }
+
+    /// Percent of the attribute queries whose top category under `heads` is
+    /// their product type's (`None` without attribute queries).
+    fn category_accuracy(&self, heads: &CompactHeads) -> Option<f64> {
+        if self.attribute_categories.is_empty() {
+            return None;
+        }
+        let top = tch::no_grad(|| heads.category.forward(&heads.project(&self.attribute_queries)).argmax(-1, false));
+        let top: Vec<i64> = Vec::try_from(top).expect("an i64 vector");
+        let hits = top.iter().zip(&self.attribute_categories).filter(|(t, c)| t == c).count();
+        Some(100.0 * hits as f64 / top.len() as f64)
     }
 
     /// (title R@10, mean of the four figures, or of the three R@10 without attribute queries) with products `[N, E or D]` and a map of teacher queries into their space.
@@ -513,6 +552,7 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
     };
     let mut opt = nn::Adam::default().build(&vs, options.lr)?;
     let mut examples = HashMap::new();
+    let mut val_query_category_accuracy = Vec::new();
     let index_of = |rows: &[i64]| Tensor::from_slice(rows);
     for (task, answers) in [("tgir", &train.tgir), ("ocir", &train.ocir)].into_iter().chain(train.cr.as_ref().map(|c| ("category", c))) {
         crate::build::stage(bar, format!("{task} head"));
@@ -520,8 +560,12 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
         if answers.answers.is_empty() {
             continue;
         }
-        let mut losses = Vec::with_capacity(options.steps);
-        for _ in 0..options.steps {
+        let steps = if task == "category" { options.category_steps } else { options.steps };
+        let mut losses = Vec::with_capacity(steps);
+        for step in 0..steps {
+            if task == "category" && step > 0 && (step == options.steps || step % 500 == 0) {
+                val_query_category_accuracy.extend(probe.category_accuracy(&heads).map(|a| (step, a)));
+            }
             let picks: Vec<usize> = sample(&mut rng, answers.answers.len(), options.batch.min(answers.answers.len())).into_vec();
             let pick_index = Tensor::from_slice(&picks.iter().map(|&p| p as i64).collect::<Vec<_>>());
             let loss = match task {
@@ -563,8 +607,19 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
             losses.push(loss.double_value(&[]));
         }
         final_losses.insert(task.to_string(), tail_mean(&losses));
+        if task == "category" {
+            val_query_category_accuracy.extend(probe.category_accuracy(&heads).map(|a| (steps, a)));
+        }
     }
-    let report = DistillReport { image_weight_scores, image_weight, val_title_r10_teacher, val_title_r10_compact, final_losses, examples };
+    let report = DistillReport {
+        image_weight_scores,
+        image_weight,
+        val_title_r10_teacher,
+        val_title_r10_compact,
+        final_losses,
+        val_query_category_accuracy,
+        examples,
+    };
     Ok(Distilled { vs, heads, config, products, report })
 }
 
@@ -601,6 +656,14 @@ mod tests {
             Tensor::from_slice(&(0..12).flat_map(|r| [if r == 10 { 3.0 } else { 12.0 - r as f32 }, 0.0]).collect::<Vec<_>>()).view([12, 2]);
         let relevant = [HashSet::from([0i64, 9])];
         assert!((precision10(&query, &tied, &candidates, &relevant) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_rows_make_an_empty_batch_of_the_width_instead_of_a_panic() {
+        let none = batched(0, 7, |_| unreachable!("no batch for no rows")).unwrap();
+        assert_eq!(none.size(), [0, 7]);
+        let some = batched(3, 2, |r| Ok(Tensor::ones([r.len() as i64, 2], (Kind::Float, Device::Cpu)))).unwrap();
+        assert_eq!(some.size(), [3, 2]);
     }
 
     #[test]

@@ -174,7 +174,7 @@ fn compact_queries(
     ids: &[Vec<i64>],
     device: Device,
 ) -> Result<Tensor, BuildError> {
-    Ok(batched(ids.len(), |rows| {
+    Ok(batched(ids.len(), distilled.config.dim, |rows| {
         // Padded positions are masked out; id 0 exists in any vocabulary.
         let (ids, mask) = pad_ids(ids[rows].iter().cloned(), 0);
         Ok(distilled.heads.project(&l2_normalize(&embed(&ids.to_device(device), &mask.to_device(device)))))

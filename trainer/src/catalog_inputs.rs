@@ -17,7 +17,6 @@ use vitrine_core::text::Tokenizer;
 
 use crate::data::pad_ids;
 use crate::error::TrainError;
-use crate::feature_store::mean_pooled;
 use crate::image::ImageTransform;
 use crate::model::fashionvil::FashionVil;
 use crate::recipe::{ImageEncoderMode, Recipe};
@@ -109,7 +108,14 @@ impl CatalogInputs {
         let photos = crate::prepare::first_photos(catalog, &items);
         let images = match recipe.image_encoder {
             ImageEncoderMode::Frozen => {
-                let features = crate::feature_store::frozen_features(&photos, recipe.image_backbone, image_weights, cache, device)?;
+                let features = crate::feature_store::frozen_features(
+                    &photos,
+                    recipe.image_backbone,
+                    recipe.image_tail_layers,
+                    image_weights,
+                    cache,
+                    device,
+                )?;
                 ItemImages::Features { maps: features.maps, rows: features.rows }
             }
             ImageEncoderMode::Trained => ItemImages::Photos(photos),
@@ -137,7 +143,18 @@ impl CatalogInputs {
                 // Augmentation of a cached grid: a horizontal flip.
                 let flip = rng.is_some_and(|rng| rng.gen_bool(0.5));
                 let picked = if flip { picked.flip([3]) } else { picked };
-                picked.to_device(device)
+                if picked.size()[1] != model.cached_channels() {
+                    return Err(TrainError::File {
+                        path: "recipe".into(),
+                        reason: format!(
+                            "the photo feature store holds {}-channel maps, the model reads {} (its image_tail_layers is {}): pass the recipe the model was trained with",
+                            picked.size()[1],
+                            model.cached_channels(),
+                            model.config.image_tail_layers
+                        ),
+                    });
+                }
+                model.cached_features(&picked.to_device(device))
             }
             ItemImages::Photos(photos) => {
                 let images = match rng {
@@ -168,15 +185,16 @@ impl CatalogInputs {
         caption.map_or(&self.texts[row], |captions| &captions[row]).clone()
     }
 
-    /// The cached feature maps of `rows`, mean-pooled `[rows, C]` (f32) on
-    /// `device`: through [`FashionVil::pooled_image_embedding`], the image
-    /// embeddings of all of them at once, the negative bank of a frozen
-    /// encoder. `None` when the encoder trains (a bank of photos would cost a
-    /// pass over each of them per step).
-    pub fn pooled_features(&self, rows: &[usize], device: Device) -> Option<Tensor> {
+    /// The features of `rows`' cached maps, mean-pooled `[rows, C]` (f32) on
+    /// `device` ([`FashionVil::pooled_cached_features`]): through
+    /// [`FashionVil::pooled_image_embedding`], the image embeddings of all of
+    /// them at once, the negative bank of a frozen encoder. `None` when the
+    /// encoder trains (a bank of photos would cost a pass over each of them
+    /// per step).
+    pub fn pooled_features(&self, model: &FashionVil, rows: &[usize], device: Device) -> Option<Tensor> {
         match &self.images {
             ItemImages::Features { maps, rows: store_rows } => {
-                Some(mean_pooled(maps, &rows.iter().map(|&r| store_rows[r]).collect::<Vec<_>>()).to_device(device))
+                Some(model.pooled_cached_features(maps, &rows.iter().map(|&r| store_rows[r]).collect::<Vec<_>>(), device))
             }
             ItemImages::Photos(_) => None,
         }

@@ -14,7 +14,6 @@ use tch::{Device, Kind, Tensor};
 use vitrine_core::metrics::text_twins;
 use vitrine_core::text::Encoding;
 
-use crate::feature_store::mean_pooled;
 use crate::image::{ImageError, ImageTransform};
 use crate::losses::IGNORE;
 use crate::masking::{drop_tokens, patch_block, whole_word_mask, MaskTokens};
@@ -131,11 +130,13 @@ impl PretrainSet {
         self.encodings.is_empty()
     }
 
-    /// The ITC bank of every example, when the images are cached feature maps.
-    pub fn itc_bank(&self, device: Device) -> Option<ItcBank> {
+    /// The ITC bank of every example, when the images are cached maps:
+    /// `pool` gives the pooled features `[rows, C]` of the maps at store rows
+    /// (the model's [`crate::model::fashionvil::FashionVil::pooled_cached_features`]).
+    pub fn itc_bank(&self, pool: impl FnOnce(&Tensor, &[i64]) -> Tensor) -> Option<ItcBank> {
         let ImageSource::Features { maps, rows } = &self.images else { return None };
         let text_twins = text_twins(&self.encodings.iter().map(|encoding| &encoding.ids).collect::<Vec<_>>());
-        Some(ItcBank { features: mean_pooled(maps, rows).to_device(device), text_twins })
+        Some(ItcBank { features: pool(maps, rows), text_twins })
     }
 
     /// The batch of `task` for the examples at `positions`.
@@ -305,9 +306,11 @@ mod tests {
     #[test]
     fn the_itc_bank_pools_every_example_and_pairs_identical_texts() {
         let data = set(6);
-        let bank = data.itc_bank(Device::Cpu).expect("cached features make a bank");
+        let bank = data
+            .itc_bank(|maps, rows| maps.index_select(0, &Tensor::from_slice(rows)).sum_dim_intlist(&[-2i64, -1][..], false, Kind::Float))
+            .expect("cached features make a bank");
         let ImageSource::Features { maps, .. } = &data.images else { unreachable!() };
-        assert!(bank.features.allclose(&maps.mean_dim(&[-2i64, -1][..], false, Kind::Float), 1e-6, 1e-6, false));
+        assert!(bank.features.allclose(&maps.sum_dim_intlist(&[-2i64, -1][..], false, Kind::Float), 1e-6, 1e-6, false));
         // Texts repeat with period 3 in `set`.
         assert_eq!(bank.text_twins, vec![vec![3], vec![4], vec![5], vec![0], vec![1], vec![2]]);
     }

@@ -33,8 +33,10 @@ pub enum TrainError {
     ImageWeights { path: PathBuf, reason: String },
     #[error("the loss became {loss} at step {step} ({task}); lower the learning rate")]
     NonFinite { step: u64, task: &'static str, loss: f64 },
-    #[error("the catalog has no {0} examples in its train split; disable that task in the recipe")]
-    NoExamples(&'static str),
+    #[error(
+        "the catalog has no train examples of any fine-tuning task of the recipe ({0}); give it a split with train items, or other tasks"
+    )]
+    NoExamples(String),
 }
 
 pub(crate) fn file_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {

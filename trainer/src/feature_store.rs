@@ -1,5 +1,7 @@
 //! The frozen image encoder's feature maps of every photo it has seen, kept
-//! across runs and keyed by each photo's content.
+//! across runs and keyed by each photo's content. When the recipe trains the
+//! encoder's last layers on cached inputs (`image_tail_layers`), the store
+//! holds the maps those layers read instead, in a store of its own.
 //!
 //! A nightly catalog differs from yesterday's by a few items, and with a
 //! frozen encoder a photo's feature map never changes: only photos the store
@@ -7,7 +9,7 @@
 //! encoder. Layout, one folder per encoder (backbone and weights file):
 //!
 //! ```text
-//! <cache>/photo-features-<encoder>/maps.f16    row i: feature map of photo i, [C, 7, 7] f16, appended
+//! <cache>/photo-features-<encoder>/maps.f16    row i: (tail input) map of photo i, [C, 7, 7] f16, appended
 //!                                  /index.txt   line i: SHA-256 of photo i's file, appended after its row
 //!                                  /.lock       held while a process adds photos
 //! ```
@@ -43,11 +45,13 @@ pub enum FeatureStoreError {
     Image(#[from] crate::image::ImageError),
 }
 
-/// The frozen encoder's feature maps of `photos`, from the photo feature
-/// store in `cache` (only photos it has not seen are encoded).
+/// The frozen encoder's feature maps of `photos` (the input of its last
+/// `tail_layers` layers), from the photo feature store in `cache` (only
+/// photos it has not seen are encoded).
 pub fn frozen_features(
     photos: &[PathBuf],
     backbone: Backbone,
+    tail_layers: usize,
     image_weights: &Path,
     cache: &Path,
     device: Device,
@@ -56,8 +60,8 @@ pub fn frozen_features(
     let root = vs.root() / "image_encoder";
     let encoder = ImageEncoder::pretrained(&vs, &root, backbone, image_weights)
         .map_err(|e| FeatureStoreError::Weights { path: image_weights.to_path_buf(), reason: e.to_string() })?;
-    let folder = store_folder(cache, backbone, image_weights)?;
-    photo_features(photos, &encoder, backbone.channels(), &folder, device)
+    let folder = store_folder(cache, backbone, tail_layers, image_weights)?;
+    photo_features(photos, &encoder, tail_layers, backbone.tail_input_channels(tail_layers), &folder, device)
 }
 
 fn cache_io(path: &Path) -> impl Fn(std::io::Error) -> FeatureStoreError + '_ {
@@ -69,7 +73,7 @@ const CHUNK: usize = 32;
 const MAPS: &str = "maps.f16";
 const INDEX: &str = "index.txt";
 
-/// Feature maps for a list of photos: `maps` holds every row of the store,
+/// Cached maps for a list of photos: `maps` holds every row of the store,
 /// `rows[i]` is the row of the i-th photo asked for.
 pub struct PhotoFeatures {
     /// `[rows in the store, C, 7, 7]`, f16, memory-mapped.
@@ -81,19 +85,27 @@ pub struct PhotoFeatures {
 
 /// The folder of `backbone` with the weights in `weights` (their content,
 /// so that other weights under the same name get their own store) on photos
-/// prepared by the default [`ImageTransform`] (its settings are in the key too).
-pub fn store_folder(cache: &Path, backbone: Backbone, weights: &Path) -> Result<PathBuf, FeatureStoreError> {
+/// prepared by the default [`ImageTransform`] (its settings are in the key
+/// too), holding the input of the last `tail_layers` layers (in the key when
+/// not 0, so that the features' stores keep their names).
+pub fn store_folder(cache: &Path, backbone: Backbone, tail_layers: usize, weights: &Path) -> Result<PathBuf, FeatureStoreError> {
     let bytes = std::fs::read(weights).map_err(cache_io(weights))?;
-    let key = Fnv1a::default().write(&bytes).write(ImageTransform::default().cache_key().as_bytes()).finish();
+    let mut key = Fnv1a::default().write(&bytes).write(ImageTransform::default().cache_key().as_bytes());
+    if tail_layers > 0 {
+        key = key.write(format!("tail {tail_layers}").as_bytes());
+    }
+    let key = key.finish();
     let name = serde_json::to_value(backbone).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     Ok(cache.join(format!("photo-features-{name}-{key:016x}")))
 }
 
-/// Returns the feature maps of `photos`, encoding with `encoder` only those
-/// the store in `folder` has not seen.
+/// Returns the cached maps of `photos` (the input of `encoder`'s last
+/// `tail_layers` layers, `channels` deep), encoding only those the store in
+/// `folder` has not seen.
 pub fn photo_features(
     photos: &[PathBuf],
     encoder: &ImageEncoder,
+    tail_layers: usize,
     channels: i64,
     folder: &Path,
     device: Device,
@@ -132,7 +144,8 @@ pub fn photo_features(
         for chunk in missing.chunks(CHUNK) {
             let paths: Vec<PathBuf> = chunk.iter().map(|&i| photos[i].clone()).collect();
             let images = transform.eval_batch(&paths)?.to_device(device);
-            let features = tch::no_grad(|| encoder.forward_features(&images, false)).to_kind(Kind::Half).to_device(Device::Cpu);
+            let features =
+                tch::no_grad(|| encoder.forward_before_tail(&images, tail_layers, false)).to_kind(Kind::Half).to_device(Device::Cpu);
             let mut bytes = vec![0u8; features.numel() * 2];
             features.contiguous().copy_data_u8(&mut bytes, features.numel());
             if bytes.len() as u64 != row_bytes * chunk.len() as u64 {
@@ -211,20 +224,6 @@ fn corrupt(path: &Path, reason: String) -> FeatureStoreError {
     FeatureStoreError::Cache { path: path.to_path_buf(), source: tch::TchError::FileFormat(format!("{reason}; delete it to recompute")) }
 }
 
-/// The mean over the grid of the feature maps in `store_rows`, in chunks (the
-/// maps are memory-mapped f16).
-pub fn mean_pooled(maps: &Tensor, store_rows: &[i64]) -> Tensor {
-    let chunks: Vec<Tensor> = store_rows
-        .chunks(512)
-        .map(|chunk| maps.index_select(0, &Tensor::from_slice(chunk)).to_kind(Kind::Float).mean_dim(&[-2i64, -1][..], false, Kind::Float))
-        .collect();
-    if chunks.is_empty() {
-        Tensor::zeros([0, maps.size()[1]], (Kind::Float, Device::Cpu))
-    } else {
-        Tensor::cat(&chunks, 0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +262,7 @@ mod tests {
         }
 
         fn features(&self, photos: &[PathBuf]) -> Result<PhotoFeatures, FeatureStoreError> {
-            photo_features(photos, &self.encoder, CHANNELS, &self.store, Device::Cpu)
+            photo_features(photos, &self.encoder, 0, CHANNELS, &self.store, Device::Cpu)
         }
     }
 

@@ -28,7 +28,7 @@ use crate::model::downstream::DownstreamHeads;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
 use crate::optim::AdamW;
 use crate::pac::PacVocabulary;
-use crate::pretrain::{checkpoint_config, model_from_pretrained_towers, optimizer_config, ModelPaths};
+use crate::pretrain::{checkpoint_config, model_from_pretrained_towers, optimizer_config, BankRefresh, ModelPaths};
 use crate::recipe::{ImageEncoderMode, Recipe};
 use crate::schedule::{Downstream, LoopTask, TaskSampler};
 use crate::teacher::config_part;
@@ -58,11 +58,14 @@ pub fn downstream_loss(
             let texts = model.text_embedding(&ids, &mask, true);
             match bank() {
                 Some(bank) => {
-                    let images = bank.index_select(0, &positions(picks.iter().copied(), device));
                     let twins = twin_pairs(picks, &examples.text_twins);
                     let text_to_image = bank_softmax(&texts, &bank, picks, &twins);
-                    let image_to_text = in_batch_softmax(&images, &texts);
-                    (text_to_image + image_to_text) / 2.0
+                    // Live with a trained tail, as in pretraining's ITC (`FashionVil::pretext_loss`).
+                    let images = match model.image_tail {
+                        Some(_) => model.image_embedding(&inputs.visual_tokens(model, &rows, Some(rng), device)?),
+                        None => bank.index_select(0, &positions(picks.iter().copied(), device)),
+                    };
+                    (text_to_image + in_batch_softmax(&images, &texts)) / 2.0
                 }
                 None => info_nce(&model.image_embedding(&inputs.visual_tokens(model, &rows, Some(rng), device)?), &texts),
             }
@@ -113,6 +116,17 @@ pub fn downstream_loss(
     Ok(loss)
 }
 
+/// Why a task with `examples` train examples (fewer than two) is skipped.
+fn skip_reason(task: Downstream, examples: usize) -> String {
+    let why = match task {
+        Downstream::Tgir => "no colour variants of one product (group ids) to make \"like this, but ...\" triplets from",
+        Downstream::Ocir => "no baskets or outfits to ask for a complementary item",
+        Downstream::Cr => "no labelled items",
+        Downstream::Xmr => "no items with a photo and a text",
+    };
+    format!("{examples} train examples: {why}")
+}
+
 /// Positions of `rows` in the split's rows (the bank's columns), when all are there.
 fn bank_positions(examples: &SplitExamples, rows: &[usize]) -> Option<Vec<usize>> {
     rows.iter().map(|r| examples.position_of.get(r).copied()).collect()
@@ -138,6 +152,9 @@ pub struct FinetuneSummary {
     #[serde(default)]
     pub kept_heads: bool,
     pub examples: BTreeMap<Downstream, usize>,
+    /// Tasks of the recipe the catalog cannot teach, with the reason.
+    #[serde(default)]
+    pub skipped: BTreeMap<Downstream, String>,
     pub samples_per_s: f64,
     pub tasks: BTreeMap<Downstream, TaskTrend>,
     pub checkpoint: PathBuf,
@@ -193,6 +210,7 @@ pub fn finetune(
                 share_text_fusion: recipe.share_text_fusion,
                 backbone: recipe.image_backbone,
                 image_channels: recipe.image_backbone.channels(),
+                image_tail_layers: recipe.image_tail_layers,
                 pac_attributes: 1,
                 mpfc_codes: 1,
                 ..Default::default()
@@ -214,9 +232,18 @@ pub fn finetune(
     )?;
     let examples = SplitExamples::new(catalog, &labels, &inputs, &tokenizer, Split::Train)?;
     let counts: BTreeMap<Downstream, usize> = sampler.tasks().map(|t| (t, examples.count(t))).collect();
-    if let Some((task, _)) = counts.iter().find(|(_, &n)| n < 2) {
-        return Err(TrainError::NoExamples(task.name()));
+    // A task the catalog cannot teach (no colour groups: no TGIR triplets; no
+    // baskets: no OCIR questions) is skipped and said; the others keep their weights.
+    let skipped: BTreeMap<Downstream, String> =
+        counts.iter().filter(|(_, &n)| n < 2).map(|(&task, &n)| (task, skip_reason(task, n))).collect();
+    for (task, reason) in &skipped {
+        tracing::warn!(task = task.name(), reason, "fine-tuning skips a task");
     }
+    let trained: BTreeMap<Downstream, f64> =
+        settings.tasks.iter().filter(|(task, _)| !skipped.contains_key(task)).map(|(&t, &w)| (t, w)).collect();
+    let sampler =
+        TaskSampler::new(&trained).map_err(|_| TrainError::NoExamples(skipped.keys().map(|t| t.name()).collect::<Vec<_>>().join(", ")))?;
+    let counts: BTreeMap<Downstream, usize> = counts.into_iter().filter(|(task, _)| !skipped.contains_key(task)).collect();
     tracing::info!(?counts, "fine-tuning examples ready");
 
     let vs = nn::VarStore::new(device);
@@ -239,9 +266,12 @@ pub fn finetune(
     let checkpointer = Checkpointer::new(run_dir, recipe.keep_checkpoints);
     let config_json = finetuned_config(&bert_config, &model_config, &pac, &labels);
     let spec = LoopSpec::new("fine-tuning", recipe, settings.steps, settings.batch_size, &config_json, &tokenizer_path);
-    // Pooled once: the bank's features do not change, its embeddings do.
-    let bank_features = if recipe.finetune.bank_negatives { inputs.pooled_features(&examples.rows, device) } else { None };
-    let outcome = run_steps(&spec, &vs, &mut optimizer, &checkpointer, resume, |_, rng| {
+    let bank_refresh = BankRefresh::new(recipe.finetune.bank_negatives, &model, recipe.checkpoint_every);
+    let mut bank_features = None;
+    let outcome = run_steps(&spec, &vs, &mut optimizer, &checkpointer, resume, |step, rng| {
+        if bank_refresh.due(step, bank_features.is_none()) {
+            bank_features = inputs.pooled_features(&model, &examples.rows, device);
+        }
         let task = sampler.sample(rng);
         let available = examples.count(task);
         let picks = sample(rng, available, settings.batch_size.min(available)).into_vec();
@@ -257,6 +287,7 @@ pub fn finetune(
         },
         kept_heads: keeps_heads,
         examples: counts,
+        skipped,
         samples_per_s: outcome.samples_per_s,
         tasks: outcome.tasks,
         checkpoint: outcome.checkpoint,

@@ -123,8 +123,14 @@ pub fn pretrain_set(
     let vocabulary = PacVocabulary::mine(examples.iter().map(|&i| &catalog.items[i]), &recipe.pac);
     let attributes = examples.iter().map(|&i| vocabulary.attributes_of(&catalog.items[i])).collect();
     let images = if recipe.image_encoder == ImageEncoderMode::Frozen {
-        let PhotoFeatures { maps, rows, .. } =
-            frozen_features(&first_photos(catalog, &examples), recipe.image_backbone, image_weights, cache, device)?;
+        let PhotoFeatures { maps, rows, .. } = frozen_features(
+            &first_photos(catalog, &examples),
+            recipe.image_backbone,
+            recipe.image_tail_layers,
+            image_weights,
+            cache,
+            device,
+        )?;
         ImageSource::Features { maps, rows }
     } else {
         ImageSource::Photos {

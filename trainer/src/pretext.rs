@@ -19,9 +19,9 @@ fn part<'a>(value: &'a Option<Tensor>, task: Task, name: &str) -> &'a Tensor {
 
 impl FashionVil {
     /// Visual tokens of the batch's images (through the image encoder when the
-    /// model has one, else the images are cached feature maps).
+    /// model has one, else the images are cached maps).
     fn tokens_of(&self, images: &Tensor, train: bool) -> Tensor {
-        let features = if self.image_encoder.is_some() { self.image_features(images, train) } else { images.shallow_clone() };
+        let features = if self.image_encoder.is_some() { self.image_features(images, train) } else { self.cached_features(images) };
         self.visual_tokens(&features)
     }
 
@@ -40,7 +40,14 @@ impl FashionVil {
                         let images = self.pooled_image_embedding(&bank.features);
                         let twins = twin_pairs(&batch.positions, &bank.text_twins);
                         let text_to_image = bank_softmax(&text, &images, &batch.positions, &twins);
-                        let batch_images = images.index_select(0, &positions(batch.positions.iter().copied(), text.device()));
+                        // With a trained image tail the batch's images are embedded live, so
+                        // the tail learns from the in-batch half; the bank softmax keeps the
+                        // snapshot alone (live columns among snapshot ones could be told apart
+                        // by their age rather than their content).
+                        let batch_images = match self.image_tail {
+                            Some(_) => self.image_embedding(&tokens),
+                            None => images.index_select(0, &positions(batch.positions.iter().copied(), text.device())),
+                        };
                         (text_to_image + in_batch_softmax(&batch_images, &text)) / 2.0
                     }
                     None => info_nce(&self.image_embedding(&tokens), &text),

@@ -81,8 +81,9 @@ pub fn checkpoint_config(bert: &BertConfig, fashionvil: &FashionVilConfig, vocab
 }
 
 /// A model whose text tower (and fusion copy) starts from the pretrained BERT
-/// and whose image encoder, when the recipe trains it, starts from the
-/// pretrained image weights; the rest is freshly initialised.
+/// and whose image encoder (or the tail of it that trains on cached maps),
+/// when the recipe trains it, starts from the pretrained image weights; the
+/// rest is freshly initialised.
 pub fn model_from_pretrained_towers(
     vs: &nn::VarStore,
     bert_config: &BertConfig,
@@ -94,11 +95,36 @@ pub fn model_from_pretrained_towers(
     let model = FashionVil::new(&vs.root(), bert_config, model_config, trained_encoder);
     model.bert.text().load_safetensors(&paths.bert.join("model.safetensors"))?;
     model.bert.copy_text_to_fusion()?;
-    if trained_encoder {
-        crate::model::efficientnet::load_safetensors(vs, &paths.image_encoder, "image_encoder")
+    let image_prefix = if trained_encoder { Some("image_encoder") } else { model.image_tail.is_some().then_some("image_tail") };
+    if let Some(prefix) = image_prefix {
+        crate::model::efficientnet::load_safetensors(vs, &paths.image_encoder, prefix)
             .map_err(|e| TrainError::ImageWeights { path: paths.image_encoder.clone(), reason: e.to_string() })?;
     }
     Ok(model)
+}
+
+/// When a negative bank of every train image is (re)built. Without a trained
+/// image tail the bank's pooled features never change (its embeddings do,
+/// through the live visual projection): built once. With a tail they are a
+/// snapshot of its weights, taken again at every checkpoint step, so a run
+/// resumed from a checkpoint sees the bank the uninterrupted run saw.
+#[derive(Debug)]
+pub struct BankRefresh {
+    wanted: bool,
+    every: Option<u64>,
+}
+
+impl BankRefresh {
+    /// A bank if `wanted`, taken again every `checkpoint_every` steps when
+    /// `model` has a trained image tail.
+    pub fn new(wanted: bool, model: &FashionVil, checkpoint_every: u64) -> Self {
+        BankRefresh { wanted, every: model.image_tail.is_some().then_some(checkpoint_every) }
+    }
+
+    /// Whether to build the bank before `step` (`missing`: none built yet).
+    pub fn due(&self, step: u64, missing: bool) -> bool {
+        self.wanted && (missing || self.every.is_some_and(|every| step % every == 0))
+    }
 }
 
 /// Pretrains on the train split of `catalog` into `run_dir`; with `resume`,
@@ -137,6 +163,7 @@ pub fn pretrain(
         share_text_fusion: recipe.share_text_fusion,
         backbone: recipe.image_backbone,
         image_channels: recipe.image_backbone.channels(),
+        image_tail_layers: recipe.image_tail_layers,
         pac_attributes: vocabulary.len().max(1) as i64,
         mpfc_codes: image_tokenizer.as_ref().map_or(1, |t| t.config.codebook_size),
         ..Default::default()
@@ -146,9 +173,9 @@ pub fn pretrain(
     let mut optimizer = AdamW::new(optimizer_config(recipe))?;
     let checkpointer = Checkpointer::new(run_dir, recipe.keep_checkpoints);
     let config_json = checkpoint_config(&bert_config, &model_config, &vocabulary);
-    // Pooled once: the bank's features do not change, its embeddings do.
     let has_itc = recipe.tasks.get(&Task::Itc).is_some_and(|w| *w > 0.0);
-    let itc_bank = if recipe.bank_negatives && has_itc { data.itc_bank(device) } else { None };
+    let bank_refresh = BankRefresh::new(recipe.bank_negatives && has_itc, &model, recipe.checkpoint_every);
+    let mut itc_bank = None;
     let batch_size = recipe.batch_size.min(data.len());
     let batches_per_epoch = (data.len() / batch_size).max(1) as u64;
     let spec = LoopSpec::new("pretraining", recipe, recipe.steps, batch_size, &config_json, &tokenizer_path);
@@ -159,6 +186,9 @@ pub fn pretrain(
             order = Some((epoch, epoch_order(data.len(), recipe.seed, epoch)));
         }
         let positions = &order.as_ref().expect("set above").1[position * batch_size..(position + 1) * batch_size];
+        if bank_refresh.due(step, itc_bank.is_none()) {
+            itc_bank = data.itc_bank(|maps, rows| model.pooled_cached_features(maps, rows, device));
+        }
         let task = sampler.sample(rng);
         let batch = data.batch(task, positions, rng, device)?;
         Ok((task, model.pretext_loss(&batch, itc_bank.as_ref(), true)))
@@ -218,4 +248,22 @@ pub fn train_vqvae(catalog: &Catalog, recipe: &Recipe, out: &Path) -> Result<(f6
     bar.finish_and_clear();
     vq.save(&vs, out)?;
     Ok((first.unwrap_or(last), last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BankRefresh;
+
+    #[test]
+    fn a_bank_is_built_once_or_again_at_every_checkpoint_step() {
+        let once = BankRefresh { wanted: true, every: None };
+        assert!(once.due(0, true) && once.due(17, true));
+        assert!(!once.due(50, false));
+        let snapshots = BankRefresh { wanted: true, every: Some(50) };
+        // A resumed run starts at a checkpoint step, where the uninterrupted run took one too.
+        assert!(snapshots.due(100, true) && snapshots.due(50, false) && snapshots.due(0, false));
+        assert!(!snapshots.due(51, false) && !snapshots.due(99, false));
+        let unwanted = BankRefresh { wanted: false, every: Some(50) };
+        assert!(!unwanted.due(0, true) && !unwanted.due(50, true));
+    }
 }

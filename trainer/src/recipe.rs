@@ -71,6 +71,11 @@ pub struct Recipe {
     /// `efficientnet-lite0` (default) or `resnet50` (weights from `--image-weights`).
     #[serde(default)]
     pub image_backbone: Backbone,
+    /// With a frozen encoder, how many of its last layers (MBConv blocks and
+    /// the head, from the end) train on cached maps of their input; 0 trains
+    /// none. Variables `image_tail.*`.
+    #[serde(default)]
+    pub image_tail_layers: usize,
     pub steps: u64,
     pub batch_size: usize,
     /// With a frozen image encoder, score each ITC text against every train
@@ -139,6 +144,18 @@ impl Recipe {
         if !["cpu", "cuda", "auto"].contains(&self.device.as_str()) {
             return Err(format!("device `{}`: expected cpu, cuda or auto", self.device));
         }
+        if self.image_tail_layers > 0 {
+            let most = self.image_backbone.max_tail_layers();
+            if self.image_encoder != ImageEncoderMode::Frozen {
+                return Err("image_tail_layers is for a frozen image encoder (a trained one trains every layer)".into());
+            }
+            if self.image_tail_layers > most {
+                return Err(format!(
+                    "image_tail_layers = {}: the {:?} backbone can train at most {most} last layers on cached maps",
+                    self.image_tail_layers, self.image_backbone
+                ));
+            }
+        }
         if self.finetune.batch_size < 2 || self.finetune.steps == 0 {
             return Err("finetune.batch_size must be at least 2 and finetune.steps positive".into());
         }
@@ -179,6 +196,11 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let message = Recipe::load(path.to_str().unwrap()).unwrap_err().to_string();
         assert!(message.contains("r.toml") && message.contains("batch_size"), "{message}");
+        let text =
+            include_str!("../recipes/cpu.toml").replace("image_encoder = \"frozen\"", "image_encoder = \"frozen\"\nimage_tail_layers = 9");
+        std::fs::write(&path, text).unwrap();
+        let message = Recipe::load(path.to_str().unwrap()).unwrap_err().to_string();
+        assert!(message.contains("image_tail_layers = 9") && message.contains("at most 5"), "{message}");
         std::fs::write(&path, "name = 3").unwrap();
         assert!(Recipe::load(path.to_str().unwrap()).unwrap_err().to_string().contains("r.toml"));
     }

@@ -124,3 +124,36 @@ fn per_task_fine_tune_from_the_towers_trains_only_that_task() {
     let model = load_finetuned(&summary.checkpoint, 32, tch::Device::Cpu).unwrap();
     assert!(model.model.downstream.is_some());
 }
+
+#[test]
+fn a_catalog_without_colour_groups_or_baskets_skips_tgir_and_ocir_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut catalog, paths) = setup(dir.path());
+    catalog.baskets.clear();
+    for item in &mut catalog.items {
+        item.group_id = item.id.clone();
+    }
+    let recipe = tiny_recipe();
+    let summary = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("shop"), false).unwrap();
+    assert_eq!(summary.tasks.keys().copied().collect::<Vec<_>>(), [Downstream::Xmr, Downstream::Cr]);
+    assert_eq!(summary.skipped.keys().copied().collect::<Vec<_>>(), [Downstream::Tgir, Downstream::Ocir]);
+    assert!(summary.skipped[&Downstream::Tgir].contains("colour variants"), "{:?}", summary.skipped);
+    assert!(summary.skipped[&Downstream::Ocir].contains("baskets"), "{:?}", summary.skipped);
+
+    // The evaluation reports what it can and no figure for what it cannot.
+    let model = load_finetuned(&summary.checkpoint, 32, tch::Device::Cpu).unwrap();
+    let labels = Labels::from_catalog(&catalog, BadRowPolicy::Skip).unwrap();
+    let inputs = CatalogInputs::new(
+        &catalog,
+        ItemTexts::Plain,
+        &model.tokenizer,
+        &recipe,
+        &paths.image_encoder,
+        &dir.path().join("cache"),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let report = evaluate(&model, &catalog, &labels, &inputs, Split::Test, tch::Device::Cpu).unwrap();
+    assert!(report.tgir.is_empty() && report.ocir.is_empty(), "{:?} {:?}", report.tgir, report.ocir);
+    assert!(report.meta_sum.is_finite());
+}

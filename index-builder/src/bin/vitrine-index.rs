@@ -132,9 +132,13 @@ enum Command {
         /// Width of the compact space.
         #[arg(long, default_value_t = 256)]
         dim: usize,
-        /// Distillation steps of the projection and of each head.
-        #[arg(long, default_value_t = 300)]
+        /// Distillation steps of the projection and of the TGIR and OCIR heads.
+        #[arg(long, default_value_t = DistillOptions::default().steps)]
         steps: usize,
+        /// Distillation steps of the category head (each costs a linear layer
+        /// on one batch).
+        #[arg(long, default_value_t = DistillOptions::default().category_steps)]
+        category_steps: usize,
         /// Train examples per head answered by the teacher.
         #[arg(long, default_value_t = 20_000)]
         max_examples: usize,
@@ -252,6 +256,7 @@ fn run(cli: Cli) -> Result<()> {
             shards,
             dim,
             steps,
+            category_steps,
             max_examples,
             image_weight,
             seed,
@@ -278,7 +283,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(folder) => EmbeddingSource::Shards { folder, count: shards },
                 None => EmbeddingSource::Embed(&out.join("embeddings")),
             };
-            let distill = DistillOptions { dim, steps, max_examples, image_weight, seed, ..Default::default() };
+            let distill = DistillOptions { dim, steps, category_steps, max_examples, image_weight, seed, ..Default::default() };
             let text_encoder_bits = student.text_encoder_bits;
             let student = student.student_layers.map(|layers| StudentOptions {
                 layers,
@@ -314,6 +319,12 @@ fn run(cli: Cli) -> Result<()> {
                 d.image_weight_scores.iter().map(|(w, s)| format!("{w:.1}→{s:.1}")).collect::<Vec<_>>().join(" ")
             );
             println!("val title → product R@10: teacher space {:.2}, compact {:.2}", d.val_title_r10_teacher, d.val_title_r10_compact);
+            if !d.val_query_category_accuracy.is_empty() {
+                println!(
+                    "val \"<colour> <type>\" queries with their type's category first, by category head step: {}",
+                    d.val_query_category_accuracy.iter().map(|(step, a)| format!("{step}→{a:.1}%")).collect::<Vec<_>>().join(" ")
+                );
+            }
             if let Some(s) = &report.student {
                 println!(
                     "student text encoder: {} layers (teacher layers {:?}), {} of {} tokens; val title R@10 with teacher queries {:.2}, \

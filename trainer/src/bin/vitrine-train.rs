@@ -211,6 +211,9 @@ fn run(cli: Cli) -> Result<()> {
                 let examples = summary.examples.get(task).copied().unwrap_or(0);
                 println!("{:<6} {examples:>9} {:>6} {:>12.4} {:>12.4}", task.name(), trend.steps, trend.first_mean, trend.last_mean);
             }
+            for (task, reason) in &summary.skipped {
+                println!("{:<6} skipped: {reason}", task.name());
+            }
             println!("checkpoint: {}", summary.checkpoint.display());
         }
         Command::Eval { common, checkpoint, split, out } => {

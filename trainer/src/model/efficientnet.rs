@@ -229,6 +229,62 @@ impl MbConvBlock {
     }
 }
 
+/// Where block `index` of a network sits: its input channels, its stage and
+/// its stride (the first block of a stage has the stage's stride).
+struct BlockPlace<'a> {
+    index: usize,
+    in_channels: i64,
+    stage: &'a StageConfig,
+    stride: i64,
+}
+
+fn block_places(cfg: &Config) -> Vec<BlockPlace<'_>> {
+    let mut places = Vec::new();
+    let mut in_channels = cfg.stem_channels;
+    for stage in &cfg.stages {
+        for r in 0..stage.repeats {
+            let stride = if r == 0 { stage.stride } else { 1 };
+            places.push(BlockPlace { index: places.len(), in_channels, stage, stride });
+            in_channels = stage.out_channels;
+        }
+    }
+    places
+}
+
+impl BlockPlace<'_> {
+    fn build(&self, vs: &nn::Path, count: usize, cfg: &Config) -> MbConvBlock {
+        let drop_connect = cfg.drop_connect_rate * self.index as f64 / count as f64;
+        MbConvBlock::new(&(vs / "_blocks" / self.index), self.in_channels, self.stage, self.stride, drop_connect, cfg)
+    }
+}
+
+fn head(vs: &nn::Path, cfg: &Config) -> ConvBnAct {
+    let in_channels = cfg.stages.last().map_or(cfg.stem_channels, |s| s.out_channels);
+    ConvBnAct::new(vs, "_conv_head", "_bn1", in_channels, cfg.head_channels, 1, 1, 1, true, cfg)
+}
+
+impl Config {
+    /// The most layers (MBConv blocks and the head, counted from the end) a
+    /// [`Tail`] can hold: those that keep the final grid (stride 1), so their
+    /// input is a map of the same 7×7 grid.
+    pub fn max_tail_layers(&self) -> usize {
+        1 + block_places(self).iter().rev().take_while(|p| p.stride == 1).count()
+    }
+
+    /// Channels of the input of the last `layers` layers (the head's output
+    /// channels for 0 layers).
+    pub fn tail_input_channels(&self, layers: usize) -> i64 {
+        match layers {
+            0 => self.head_channels,
+            1 => self.stages.last().map_or(self.stem_channels, |s| s.out_channels),
+            _ => {
+                let places = block_places(self);
+                places[places.len() + 1 - layers].in_channels
+            }
+        }
+    }
+}
+
 /// EfficientNet: stem, MBConv blocks, head, and optionally the pooled classifier.
 #[derive(Debug)]
 pub struct EfficientNet {
@@ -243,31 +299,31 @@ impl EfficientNet {
     /// Builds the network under `vs` (randomly initialised; see [`load_safetensors`]).
     pub fn new(vs: &nn::Path, cfg: &Config) -> Self {
         let stem = ConvBnAct::new(vs, "_conv_stem", "_bn0", 3, cfg.stem_channels, 3, 2, 1, true, cfg);
-        let count: usize = cfg.stages.iter().map(|s| s.repeats).sum();
-        let mut blocks = Vec::with_capacity(count);
-        let mut in_channels = cfg.stem_channels;
-        for stage in &cfg.stages {
-            for r in 0..stage.repeats {
-                let i = blocks.len();
-                let stride = if r == 0 { stage.stride } else { 1 };
-                let drop_connect = cfg.drop_connect_rate * i as f64 / count as f64;
-                blocks.push(MbConvBlock::new(&(vs / "_blocks" / i), in_channels, stage, stride, drop_connect, cfg));
-                in_channels = stage.out_channels;
-            }
-        }
-        let head = ConvBnAct::new(vs, "_conv_head", "_bn1", in_channels, cfg.head_channels, 1, 1, 1, true, cfg);
+        let places = block_places(cfg);
+        let blocks = places.iter().map(|p| p.build(vs, places.len(), cfg)).collect();
         let classifier = cfg.num_classes.map(|n| nn::linear(vs / "_fc", cfg.head_channels, n, Default::default()));
-        EfficientNet { stem, blocks, head, classifier, dropout: cfg.dropout }
+        EfficientNet { stem, blocks, head: head(vs, cfg), classifier, dropout: cfg.dropout }
     }
 
     /// `[B, 3, H, W]` normalised RGB → `[B, head_channels, H/32, W/32]` features
     /// (`[B, 1280, 7, 7]` for Lite0 at 224 pixels), after the head's ReLU6.
     pub fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_before_tail(xs, 0, train)
+    }
+
+    /// The input of the last `tail_layers` layers (MBConv blocks and the
+    /// head): what a [`Tail`] of that many layers reads; the features for 0.
+    pub fn forward_before_tail(&self, xs: &Tensor, tail_layers: usize, train: bool) -> Tensor {
         let mut ys = self.stem.forward_t(xs, train);
-        for block in &self.blocks {
+        let kept_blocks = (self.blocks.len() + 1).saturating_sub(tail_layers.max(1));
+        for block in &self.blocks[..kept_blocks] {
             ys = block.forward_t(&ys, train);
         }
-        self.head.forward_t(&ys, train)
+        if tail_layers == 0 {
+            self.head.forward_t(&ys, train)
+        } else {
+            ys
+        }
     }
 
     /// Whether the network has the classifier (`Config::num_classes`).
@@ -291,6 +347,36 @@ impl ModuleT for EfficientNet {
     /// The features, as [`EfficientNet::forward_features`].
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.forward_features(xs, train)
+    }
+}
+
+/// The last layers of an EfficientNet (MBConv blocks and the head) on their
+/// own, under the network's variable names: trained on cached inputs of the
+/// frozen layers before them ([`EfficientNet::forward_before_tail`]).
+///
+/// Batch norm keeps its pretrained statistics in training too: batches of
+/// cached maps are too small to re-estimate them, and the bank of every
+/// train image and the batch then see the same function.
+#[derive(Debug)]
+pub struct Tail {
+    blocks: Vec<MbConvBlock>,
+    head: ConvBnAct,
+}
+
+impl Tail {
+    /// The last `layers` layers of `cfg` under `vs`; `layers` is between 1
+    /// and [`Config::max_tail_layers`].
+    pub fn new(vs: &nn::Path, cfg: &Config, layers: usize) -> Self {
+        assert!((1..=cfg.max_tail_layers()).contains(&layers), "a tail holds 1 to {} layers, not {layers}", cfg.max_tail_layers());
+        let places = block_places(cfg);
+        let blocks = places[places.len() + 1 - layers..].iter().map(|p| p.build(vs, places.len(), cfg)).collect();
+        Tail { blocks, head: head(vs, cfg) }
+    }
+
+    /// The network's features `[B, head_channels, 7, 7]` of the tail's input.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let ys = self.blocks.iter().fold(xs.shallow_clone(), |ys, block| block.forward_t(&ys, false));
+        self.head.forward_t(&ys, false)
     }
 }
 
@@ -405,6 +491,39 @@ mod tests {
         assert!(!vs.variables().keys().any(|k| k.starts_with("_fc")));
         let ys = net.forward_features(&Tensor::zeros([2, 3, 64, 96], (Kind::Float, Device::Cpu)), false);
         assert_eq!(ys.size(), [2, 1280, 2, 3]);
+    }
+
+    #[test]
+    fn a_tail_on_the_maps_before_it_gives_the_whole_network() {
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = Config::lite0_features();
+        let net = EfficientNet::new(&(vs.root() / "image_encoder"), &cfg);
+        // Lite0's last four blocks keep the 7×7 grid; the head makes five layers.
+        assert_eq!(cfg.max_tail_layers(), 5);
+        assert_eq!([0, 1, 2, 5].map(|l| cfg.tail_input_channels(l)), [1280, 320, 192, 192]);
+        let tail_vs = nn::VarStore::new(Device::Cpu);
+        let tail = Tail::new(&(tail_vs.root() / "image_tail"), &cfg, 2);
+        let names: Vec<String> = tail_vs.variables().into_keys().collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("image_tail._blocks.15.")
+                || n.starts_with("image_tail._conv_head")
+                || n.starts_with("image_tail._bn1")),
+            "{names:?}"
+        );
+        // Filled from the network's own variables, by name.
+        let mut tail_vars = tail_vs.variables();
+        let net_vars = vs.variables();
+        for (name, var) in tail_vars.iter_mut() {
+            let source = &net_vars[&name.replacen("image_tail", "image_encoder", 1)];
+            tch::no_grad(|| var.copy_(source));
+        }
+        let xs = Tensor::randn([2, 3, 224, 224], (Kind::Float, Device::Cpu));
+        let whole = tch::no_grad(|| net.forward_features(&xs, false));
+        let before = tch::no_grad(|| net.forward_before_tail(&xs, 2, false));
+        assert_eq!(before.size(), [2, 192, 7, 7]);
+        let through_tail = tch::no_grad(|| tail.forward(&before));
+        assert!(through_tail.allclose(&whole, 1e-5, 1e-5, false));
     }
 
     #[test]

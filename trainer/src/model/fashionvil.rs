@@ -6,15 +6,17 @@
 //! VarStore names (the checkpoint's `model.safetensors`): `bert.*` (Hugging
 //! Face names under a `bert.` prefix), `fusion_bert.*` when text and fusion are
 //! not shared, `image_encoder.*` (efficientnet_pytorch or torchvision names), and our own
-//! `visual_projection`, `embedding_scale`, `heads.{itm,mlm,mpfc,pac}` and, after
+//! `image_tail.*` (the encoder's last layers trained on cached maps, the
+//! encoder's names), `visual_projection`, `embedding_scale`, `heads.{itm,mlm,mpfc,pac}` and, after
 //! fine-tuning, `heads.{category,subcategory,ocir}` (see [`super::downstream`]).
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::bert::{l2_normalize, masked_mean, BertConfig, BertModel, TextFusionBert};
 use super::downstream::DownstreamHeads;
+use super::efficientnet::{self, Tail};
 use super::image_encoder::{Backbone, ImageEncoder};
 
 /// The parts of the model beyond BERT's own config.
@@ -24,6 +26,12 @@ pub struct FashionVilConfig {
     pub backbone: Backbone,
     /// Channels of the image encoder's last feature map (1280 for Lite0).
     pub image_channels: i64,
+    /// With cached maps (a frozen encoder), how many of the encoder's last
+    /// layers train on them (`image_tail.*`, under the encoder's own names):
+    /// the cache then holds those layers' input. 0: the cache holds the
+    /// features and nothing of the encoder trains.
+    #[serde(default)]
+    pub image_tail_layers: usize,
     /// Visual tokens: the image encoder's grid (7×7).
     pub visual_tokens: i64,
     pub share_text_fusion: bool,
@@ -47,6 +55,7 @@ impl Default for FashionVilConfig {
         FashionVilConfig {
             backbone: Backbone::EfficientnetLite0,
             image_channels: Backbone::EfficientnetLite0.channels(),
+            image_tail_layers: 0,
             visual_tokens: 49,
             share_text_fusion: true,
             embedding_scale_init: 4.0,
@@ -92,6 +101,8 @@ pub struct FashionVil {
     pub config: FashionVilConfig,
     /// `None` when the recipe feeds cached features of a frozen image encoder.
     pub image_encoder: Option<ImageEncoder>,
+    /// The encoder's last layers, trained on cached maps (`image_tail_layers`).
+    pub image_tail: Option<Tail>,
     pub bert: TextFusionBert,
     pub visual_projection: nn::Linear,
     pub embedding_scale: Tensor,
@@ -113,6 +124,8 @@ impl FashionVil {
         let heads = root / "heads";
         FashionVil {
             image_encoder: with_image_encoder.then(|| ImageEncoder::new(&(root / "image_encoder"), config.backbone)),
+            image_tail: (!with_image_encoder && config.image_tail_layers > 0)
+                .then(|| Tail::new(&(root / "image_tail"), &efficientnet::Config::lite0_features(), config.image_tail_layers)),
             bert: TextFusionBert::new(&(root / "bert"), &(root / "fusion_bert"), bert, config.share_text_fusion),
             visual_projection: nn::linear(root / "visual_projection", config.image_channels, h, Default::default()),
             embedding_scale: root.var("embedding_scale", &[], nn::Init::Const(config.embedding_scale_init)),
@@ -130,6 +143,44 @@ impl FashionVil {
     pub fn image_features(&self, images: &Tensor, train: bool) -> Tensor {
         let encoder = self.image_encoder.as_ref().expect("this model trains on cached image features and has no image encoder");
         encoder.forward_features(images, train)
+    }
+
+    /// Channels of the cached maps the model reads without an image encoder.
+    pub fn cached_channels(&self) -> i64 {
+        if self.config.image_tail_layers == 0 {
+            self.config.image_channels
+        } else {
+            self.config.backbone.tail_input_channels(self.config.image_tail_layers)
+        }
+    }
+
+    /// The feature map `[B, C, 7, 7]` of cached maps: through the trained
+    /// tail when the model has one, else the maps are the features.
+    pub fn cached_features(&self, cached: &Tensor) -> Tensor {
+        match &self.image_tail {
+            Some(tail) => tail.forward(&cached.to_kind(Kind::Float)),
+            None => cached.shallow_clone(),
+        }
+    }
+
+    /// The grid mean `[rows, C]` (f32, on `device`) of the features of the
+    /// cached maps at `store_rows` of `maps` (memory-mapped f16), in chunks and
+    /// without gradients: a bank of image embeddings through
+    /// [`FashionVil::pooled_image_embedding`]. With a trained tail it is a
+    /// snapshot of today's weights.
+    pub fn pooled_cached_features(&self, maps: &Tensor, store_rows: &[i64], device: Device) -> Tensor {
+        let chunks: Vec<Tensor> = store_rows
+            .chunks(256)
+            .map(|chunk| {
+                let cached = maps.index_select(0, &Tensor::from_slice(chunk)).to_device(device).to_kind(Kind::Float);
+                tch::no_grad(|| self.cached_features(&cached).mean_dim(&[-2i64, -1][..], false, Kind::Float))
+            })
+            .collect();
+        if chunks.is_empty() {
+            Tensor::zeros([0, self.config.image_channels], (Kind::Float, device))
+        } else {
+            Tensor::cat(&chunks, 0)
+        }
     }
 
     /// Visual tokens `[B, 49, H]` of a feature map `[B, C, 7, 7]` (row-major grid).

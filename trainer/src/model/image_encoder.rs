@@ -28,6 +28,25 @@ impl Backbone {
             Backbone::Resnet50 => 2048,
         }
     }
+
+    /// The most layers at the end of the network that can train on cached
+    /// inputs ([`efficientnet::Tail`]; none for ResNet-50).
+    pub fn max_tail_layers(self) -> usize {
+        match self {
+            Backbone::EfficientnetLite0 => efficientnet::Config::lite0_features().max_tail_layers(),
+            Backbone::Resnet50 => 0,
+        }
+    }
+
+    /// Channels of the cached map a tail of `layers` layers reads (the
+    /// features' for 0).
+    pub fn tail_input_channels(self, layers: usize) -> i64 {
+        match (self, layers) {
+            (_, 0) => self.channels(),
+            (Backbone::EfficientnetLite0, _) => efficientnet::Config::lite0_features().tail_input_channels(layers),
+            (Backbone::Resnet50, _) => panic!("ResNet-50 has no trainable tail"),
+        }
+    }
 }
 
 /// A feature extractor of either backbone.
@@ -58,6 +77,19 @@ impl ImageEncoder {
         match self {
             ImageEncoder::EfficientNet(net) => net.forward_features(images, train),
             ImageEncoder::ResNet(net) => net.forward_features(images, train),
+        }
+    }
+
+    /// `[B, 3, 224, 224]` normalised photos → the input `[B, C, 7, 7]` of the
+    /// last `tail_layers` layers (the features for 0).
+    ///
+    /// # Panics
+    /// With `tail_layers > 0` on ResNet-50 (see [`Backbone::max_tail_layers`]).
+    pub fn forward_before_tail(&self, images: &Tensor, tail_layers: usize, train: bool) -> Tensor {
+        match (self, tail_layers) {
+            (_, 0) => self.forward_features(images, train),
+            (ImageEncoder::EfficientNet(net), _) => net.forward_before_tail(images, tail_layers, train),
+            (ImageEncoder::ResNet(_), _) => panic!("ResNet-50 has no trainable tail"),
         }
     }
 }
