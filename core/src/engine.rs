@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::{Bundle, Product};
 use crate::index::{AnnIndex, IndexError, SearchParams};
 use crate::model::bert::l2_normalize;
-use crate::model::compact::{CompactConfig, CompactHeads};
+use crate::model::compact::{CompactConfig, CompactHeads, OptionalHead};
 use crate::model::{LoadOptions, ModelError, TextEncoder};
 
 pub use crate::index::Hit;
@@ -63,6 +63,16 @@ pub enum EngineError {
     Config(String),
     #[error("invalid query: {0}")]
     Query(String),
+    #[error("this bundle offers no {}: its catalog had no {} to learn it from", .0.feature(), missing_data(*.0))]
+    NoHead(OptionalHead),
+}
+
+/// What a catalog lacks when a bundle has no `head`.
+fn missing_data(head: OptionalHead) -> &'static str {
+    match head {
+        OptionalHead::Tgir => "colour variants, nor items that differ in one attribute",
+        OptionalHead::Ocir => "baskets or outfits",
+    }
 }
 
 /// A loaded bundle, ready to answer queries.
@@ -141,6 +151,11 @@ impl Engine {
 
     pub fn config(&self) -> &BundleModelConfig {
         &self.config
+    }
+
+    /// Whether the bundle has `head` (the features a widget offers).
+    pub fn has_head(&self, head: OptionalHead) -> bool {
+        self.config.compact.has(head)
     }
 
     /// One per index item, in item order.
@@ -233,17 +248,19 @@ impl Engine {
     /// length; so the builder's evaluator, passing stored vectors, gets the
     /// queries [`Engine::modify`] searches with.
     pub fn tgir_query(&self, reference: &[f32], text: &str) -> Result<Vec<f32>, EngineError> {
+        let head = self.heads.tgir.as_ref().ok_or(EngineError::NoHead(OptionalHead::Tgir))?;
         self.check_vector("the reference", reference)?;
         let text = self.embed_query(text)?;
         let dim = self.config.compact.dim;
         let reference = Tensor::from_slice(reference, (1, dim), &Device::Cpu).and_then(|r| l2_normalize(&r)).map_err(ModelError::from)?;
         let text = Tensor::from_vec(text, (1, dim), &Device::Cpu).map_err(ModelError::from)?;
-        first_row(&self.heads.tgir.forward(&reference, &text)?)
+        first_row(&head.forward(&reference, &text)?)
     }
 
     /// The OCIR query of an outfit's compact product vectors and the wanted
     /// category; each vector is renormalised first (as in [`Engine::tgir_query`]).
     pub fn ocir_query(&self, items: &[Vec<f32>], category: u16) -> Result<Vec<f32>, EngineError> {
+        let head = self.heads.ocir.as_ref().ok_or(EngineError::NoHead(OptionalHead::Ocir))?;
         check_outfit_size(items.len())?;
         self.check_category(category)?;
         for (i, item) in items.iter().enumerate() {
@@ -253,7 +270,7 @@ impl Engine {
             .and_then(|items| l2_normalize(&items))
             .map_err(ModelError::from)?;
         let outfit_of = vec![0; items.dim(0).map_err(ModelError::from)?];
-        first_row(&self.heads.ocir.forward(&items, &outfit_of, &[u32::from(category)])?)
+        first_row(&head.forward(&items, &outfit_of, &[u32::from(category)])?)
     }
 
     /// The `k` best items for a compact query, leaving out `excluded`.

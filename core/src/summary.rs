@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::catalog::images::ImageCheck;
 use crate::catalog::{BadRowPolicy, Catalog, CatalogError, Split};
-use crate::tasks::{outfit_questions, tgir_triplets, Labels};
+use crate::tasks::{has_variant_groups, outfit_questions, tgir_triplets, Labels};
 
 /// Counts over one catalog.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +22,8 @@ pub struct CatalogSummary {
     pub items_per_split: BTreeMap<String, usize>,
     pub items_without_split: usize,
     pub tgir_triplets: BTreeMap<String, usize>,
+    /// Where the TGIR triplets come from: `variant groups` or `attribute differences`.
+    pub tgir_source: &'static str,
     pub ocir_questions: BTreeMap<String, usize>,
     /// Val/test items whose category or subcategory is absent from train
     /// (left out of CR/SCR).
@@ -60,6 +62,7 @@ impl CatalogSummary {
             items_per_split: per_split(catalog.items.iter().filter_map(|it| catalog.split_of(&it.id)).collect()),
             items_without_split: catalog.items.iter().filter(|it| catalog.split_of(&it.id).is_none()).count(),
             tgir_triplets: per_split(tgir_triplets(catalog).into_iter().map(|t| t.split).collect()),
+            tgir_source: if has_variant_groups(catalog) { "variant groups" } else { "attribute differences" },
             ocir_questions: per_split(outfit_questions(catalog).into_iter().map(|q| q.split).collect()),
             unseen_labels,
             images,
@@ -86,7 +89,7 @@ impl fmt::Display for CatalogSummary {
         if self.items_without_split > 0 {
             writeln!(f, "without a split     {}", self.items_without_split)?;
         }
-        writeln!(f, "TGIR triplets       {}", splits(&self.tgir_triplets))?;
+        writeln!(f, "TGIR triplets       {} from {}", splits(&self.tgir_triplets), self.tgir_source)?;
         writeln!(f, "OCIR questions      {}", splits(&self.ocir_questions))?;
         for (field, count) in &self.unseen_labels {
             writeln!(f, "val/test items with a {field} unseen in train: {count} (left out of that recognition task)")?;

@@ -5,7 +5,9 @@
 //! - [`Labels`]: category / subcategory labels (CR / SCR); the label set is the
 //!   train split's, and val/test items with a label unseen in train are reported.
 //! - [`tgir_triplets`]: ordered (reference, target) pairs of one `group_id` that
-//!   differ in colour or print, with a generated modification text (TGIR).
+//!   differ in colour or print, with a generated modification text (TGIR); in
+//!   a catalog without such groups, pairs of one subcategory that differ in one
+//!   attribute.
 //! - [`outfit_questions`]: one basket item hidden, the rest plus the hidden
 //!   item's category as the query (OCIR).
 
@@ -101,18 +103,45 @@ pub struct TgirTriplet {
     pub split: Split,
 }
 
+/// Targets drawn for each reference when the triplets come from attribute
+/// differences: a subcategory has many items one attribute away from each
+/// other, and all of its pairs would outnumber the catalog many times over.
+pub const ATTRIBUTE_TARGETS_PER_REFERENCE: usize = 3;
+
+/// The TGIR triplets of a catalog: from its colour or print variants (items
+/// sharing a `group_id`) when it has any, else from attribute differences
+/// (see [`attribute_triplets`]).
+pub fn tgir_triplets(catalog: &Catalog) -> Vec<TgirTriplet> {
+    if has_variant_groups(catalog) {
+        group_triplets(catalog)
+    } else {
+        attribute_triplets(catalog)
+    }
+}
+
+/// Whether two items of the catalog share a `group_id`.
+pub fn has_variant_groups(catalog: &Catalog) -> bool {
+    let mut seen = BTreeSet::new();
+    catalog.items.iter().any(|item| !seen.insert(item.group_id.as_str()))
+}
+
+/// Items of each split grouped by `key`, in catalog order within a group.
+fn members_by<'a, K: Ord>(catalog: &'a Catalog, key: impl Fn(&'a Item) -> K) -> BTreeMap<(K, Split), Vec<usize>> {
+    let mut groups: BTreeMap<(K, Split), Vec<usize>> = BTreeMap::new();
+    for (index, item) in catalog.items.iter().enumerate() {
+        if let Some(split) = catalog.split_of(&item.id) {
+            groups.entry((key(item), split)).or_default().push(index);
+        }
+    }
+    groups
+}
+
 /// Ordered pairs of different items of one `group_id` and one split whose
 /// colour or print differ, each with a modification text generated from the
 /// attribute difference (the phrasing varies deterministically per pair).
-pub fn tgir_triplets(catalog: &Catalog) -> Vec<TgirTriplet> {
-    let mut groups: BTreeMap<(&str, Split), Vec<usize>> = BTreeMap::new();
-    for (index, item) in catalog.items.iter().enumerate() {
-        if let Some(split) = catalog.split_of(&item.id) {
-            groups.entry((item.group_id.as_str(), split)).or_default().push(index);
-        }
-    }
+fn group_triplets(catalog: &Catalog) -> Vec<TgirTriplet> {
     let mut triplets = Vec::new();
-    for ((_, split), members) in groups {
+    for ((_, split), members) in members_by(catalog, |item| item.group_id.as_str()) {
         for &reference in &members {
             for &target in &members {
                 if reference == target {
@@ -126,6 +155,63 @@ pub fn tgir_triplets(catalog: &Catalog) -> Vec<TgirTriplet> {
         }
     }
     triplets
+}
+
+/// For a catalog without variant groups: pairs of items of one subcategory
+/// (the category where it has none) and one split that differ in exactly one
+/// attribute, colour, print or any other the catalog maps, with the
+/// modification text made from that difference. Each reference keeps
+/// [`ATTRIBUTE_TARGETS_PER_REFERENCE`] of its targets, drawn by a hash of the
+/// pair so that the choice is stable from run to run.
+pub fn attribute_triplets(catalog: &Catalog) -> Vec<TgirTriplet> {
+    let mut triplets = Vec::new();
+    for ((_, split), members) in members_by(catalog, |item| (item.category.as_str(), kind_of(item))) {
+        for &reference in &members {
+            let r = &catalog.items[reference];
+            let mut targets: Vec<(usize, usize, String)> = members
+                .iter()
+                .filter(|&&target| target != reference)
+                .filter_map(|&target| {
+                    let t = &catalog.items[target];
+                    single_attribute_change(r, t).map(|text| (phrasing_seed(&t.id, &r.id), target, text))
+                })
+                .collect();
+            targets.sort_unstable();
+            triplets.extend(targets.into_iter().take(ATTRIBUTE_TARGETS_PER_REFERENCE).map(|(_, target, modification)| TgirTriplet {
+                reference,
+                target,
+                modification,
+                split,
+            }));
+        }
+    }
+    triplets
+}
+
+/// An item's subcategory, or its category where it has none.
+fn kind_of(item: &Item) -> &str {
+    if item.subcategory.is_empty() {
+        &item.category
+    } else {
+        &item.subcategory
+    }
+}
+
+/// The modification text of two items that differ in exactly one attribute
+/// (both having it), or `None`.
+fn single_attribute_change(reference: &Item, target: &Item) -> Option<String> {
+    let keys: BTreeSet<&str> = reference.attributes.keys().chain(target.attributes.keys()).map(String::as_str).collect();
+    let mut differing = keys.into_iter().filter(|&key| reference.attribute(key) != target.attribute(key));
+    let (key, None) = (differing.next()?, differing.next()) else {
+        return None;
+    };
+    let (from, to) = (reference.attribute(key)?, target.attribute(key)?);
+    if key == attr::COLOUR || key == attr::PRINT {
+        return modification_text(reference, target);
+    }
+    let (from, to) = (from.trim().to_lowercase(), to.trim().to_lowercase());
+    let options = [format!("the {to} one"), format!("{to} instead of {from}"), format!("same but {to}")];
+    Some(options[phrasing_seed(&reference.id, &target.id) % options.len()].clone())
 }
 
 /// Describes how `target` differs from `reference` in colour and print, or

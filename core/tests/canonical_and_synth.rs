@@ -1,9 +1,11 @@
 //! The canonical folder's writer and reader agree, and the generated catalog is
 //! deterministic and yields every task dataset.
 
+use std::collections::{BTreeSet, HashMap};
+
 use vitrine_core::catalog::{canonical, images, BadRowPolicy, ImportOptions, Split};
 use vitrine_core::synth::{generate, SynthSpec};
-use vitrine_core::tasks::{image_text_pairs, outfit_candidates, outfit_questions, tgir_triplets, Labels};
+use vitrine_core::tasks::{self, image_text_pairs, outfit_candidates, outfit_questions, tgir_triplets, Labels};
 
 #[test]
 fn generated_catalog_is_deterministic_and_complete() {
@@ -67,4 +69,40 @@ fn canonical_jsonl_bad_lines_name_their_line() {
     let catalog = canonical::import_dir(dir.path(), ImportOptions::skip()).unwrap();
     assert_eq!(catalog.items.iter().map(|it| it.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
     assert_eq!(catalog.items[1].source.line, 4);
+}
+
+#[test]
+fn a_catalog_without_variant_groups_gets_triplets_from_single_attribute_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut catalog = generate(dir.path(), &SynthSpec::default()).unwrap();
+    for item in &mut catalog.items {
+        item.group_id = item.id.clone();
+        // An attribute of the shop's own beside colour and print.
+        let fit = if item.id.bytes().map(u32::from).sum::<u32>() % 2 == 0 { "Slim" } else { "Loose" };
+        item.attributes.insert("fit".to_string(), fit.to_string());
+    }
+    assert!(!tasks::has_variant_groups(&catalog));
+    let triplets = tgir_triplets(&catalog);
+    assert!(Split::ALL.iter().all(|s| triplets.iter().any(|t| t.split == *s)), "every split has triplets");
+    let mut per_reference: HashMap<usize, usize> = HashMap::new();
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    for t in &triplets {
+        let (r, g) = (&catalog.items[t.reference], &catalog.items[t.target]);
+        assert_ne!(t.reference, t.target);
+        assert_eq!((&r.category, &r.subcategory), (&g.category, &g.subcategory), "{} → {}", r.id, g.id);
+        assert_eq!(catalog.split_of(&r.id), Some(t.split));
+        assert_eq!(catalog.split_of(&g.id), Some(t.split));
+        let differing: Vec<&String> = r.attributes.keys().filter(|k| r.attributes.get(*k) != g.attributes.get(*k)).collect();
+        assert_eq!(differing.len(), 1, "{} → {} differ in {differing:?}", r.id, g.id);
+        assert!(!t.modification.is_empty());
+        if differing[0] == "fit" {
+            assert!(t.modification.contains(&g.attributes["fit"].to_lowercase()), "{:?} names the new fit", t.modification);
+        }
+        changed.insert(differing[0].clone());
+        *per_reference.entry(t.reference).or_default() += 1;
+    }
+    assert!(per_reference.values().all(|&n| n <= tasks::ATTRIBUTE_TARGETS_PER_REFERENCE));
+    assert_eq!(changed, BTreeSet::from(["colour".to_string(), "fit".to_string(), "print".to_string()]));
+    // The draw is a function of the catalog: the same triplets every run.
+    assert_eq!(tgir_triplets(&catalog), triplets);
 }

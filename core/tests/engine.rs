@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vitrine_core::bundle::{category_ids, Bundle, BundleContents, Limits, Product};
 use vitrine_core::engine::{Engine, EngineError, Hit, MAX_OUTFIT_ITEMS, MAX_QUERY_BYTES};
-use vitrine_core::model::compact::{CompactConfig, CompactHeads};
+use vitrine_core::model::compact::{CompactConfig, CompactHeads, OptionalHead};
 use vitrine_core::model::quant::quantize_safetensors;
 use vitrine_core::model::{LoadOptions, TextEncoder};
 
@@ -53,7 +53,7 @@ fn encoder_config() -> serde_json::Value {
 }
 
 fn compact_config() -> CompactConfig {
-    CompactConfig { teacher_dim: HIDDEN, dim: DIM, categories: CATEGORIES.len(), image_weight: 0.6 }
+    CompactConfig { teacher_dim: HIDDEN, dim: DIM, categories: CATEGORIES.len(), image_weight: 0.6, heads: OptionalHead::all() }
 }
 
 /// Named random tensors, written as one safetensors file.

@@ -4,7 +4,15 @@
 //!
 //! ```text
 //! cargo run --release -p vitrine-index-builder --example fixture_bundle -- --out target/e2e-bundle
+//! cargo run --release -p vitrine-index-builder --example fixture_bundle -- --shop-csv --out target/e2e-bundle-without-outfits
 //! ```
+//!
+//! `--shop-csv` takes the whole path of a shop's own export instead: the
+//! generated catalog written as one CSV (id, name, description, category,
+//! type, colour, pattern; photos named by id) with no split, no colour groups
+//! and no baskets, read through a column mapping (`image_template`), split by
+//! the import's rule. Its bundle learns "like this, but…" from attribute
+//! differences, has no outfit head, and the widget offers no "Complete the look".
 //!
 //! Writes `OUT/bundle/` (folder layout), `OUT/catalog.vitrine` (single file),
 //! `OUT/catalog/` (the generated catalog, its photos under `catalog/images/`)
@@ -17,9 +25,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::Device;
 use vitrine_core::bundle::{Bundle, Limits};
-use vitrine_core::catalog::{self, canonical, BadRowPolicy, ImportOptions, Split};
+use vitrine_core::catalog::mapped::{self, ColumnMapping};
+use vitrine_core::catalog::split_rule::{self, SplitRatios};
+use vitrine_core::catalog::{self, attr, canonical, BadRowPolicy, Catalog, ImportOptions, Split};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
+use vitrine_core::model::compact::OptionalHead;
 use vitrine_core::synth::{generate, SynthSpec};
 use vitrine_core::tasks::Labels;
 use vitrine_index_builder::build::{build_catalog, single_file, BuildInputs, EmbeddingSource, StageTimes, Teacher};
@@ -40,10 +51,12 @@ const FINETUNE_STEPS: u64 = 20;
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut out = PathBuf::from("target/e2e-bundle");
+    let mut shop_csv = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--out" => out = PathBuf::from(args.next().context("--out needs a folder")?),
-            other => bail!("unknown argument {other:?} (usage: fixture_bundle [--out DIR])"),
+            "--shop-csv" => shop_csv = true,
+            other => bail!("unknown argument {other:?} (usage: fixture_bundle [--shop-csv] [--out DIR])"),
         }
     }
     let start = std::time::Instant::now();
@@ -66,8 +79,12 @@ fn main() -> Result<()> {
     hostile.title = HOSTILE_TITLE.to_string();
     generated.splits.insert(HOSTILE_ID.to_string(), Split::Train);
     generated.items.push(hostile.clone());
-    canonical::write_dir(&generated, &source)?;
-    let catalog = catalog::open(&source, ImportOptions::default())?;
+    let catalog = if shop_csv {
+        import_as_shop_csv(&generated, &source)?
+    } else {
+        canonical::write_dir(&generated, &source)?;
+        catalog::open(&source, ImportOptions::default())?
+    };
     if catalog.get(HOSTILE_ID).map(|i| i.title.as_str()) != Some(HOSTILE_TITLE) {
         bail!("the hostile product did not survive the catalog import");
     }
@@ -130,6 +147,7 @@ fn main() -> Result<()> {
     let fixture = serde_json::json!({
         "items": report.items,
         "categories": engine.categories(),
+        "heads": report_heads(&engine),
         "hostile": { "id": HOSTILE_ID, "item": hostile_item, "title": HOSTILE_TITLE, "rank_for_its_title": hostile_rank },
         "bundle_bytes": report.total_bytes,
     });
@@ -143,4 +161,50 @@ fn main() -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Writes `generated` into `dir` as a shop's export would be (`shop.csv`,
+/// `mapping.json`, photos `images/<id>.jpg`; nothing else) and imports it
+/// as `vitrine catalog import --format csv` does, drawing the split.
+fn import_as_shop_csv(generated: &Catalog, dir: &Path) -> Result<Catalog> {
+    for file in [canonical::ITEMS_FILE, canonical::BASKETS_FILE, canonical::SPLITS_FILE] {
+        std::fs::remove_file(dir.join(file)).ok();
+    }
+    let mut rows = csv::Writer::from_path(dir.join("shop.csv"))?;
+    rows.write_record(["id", "name", "description", "category", "type", "colour", "pattern"])?;
+    for item in &generated.items {
+        let photo = dir.join(format!("images/{}.jpg", item.id));
+        if !photo.exists() {
+            std::fs::copy(generated.image_path(&item.images[0]).context("a local photo")?, &photo)?;
+        }
+        let attribute = |key: &str| item.attribute(key).unwrap_or_default();
+        rows.write_record([
+            item.id.as_str(),
+            &item.title,
+            &item.description,
+            &item.category,
+            &item.subcategory,
+            attribute(attr::COLOUR),
+            attribute(attr::PRINT),
+        ])?;
+    }
+    rows.flush()?;
+    let mapping = serde_json::json!({
+        "id": "id", "title": "name", "description": "description", "category": "category", "subcategory": "type",
+        "attributes": {"colour": "colour", "print": "pattern"}, "image_template": "images/{id}.jpg",
+    });
+    std::fs::write(dir.join("mapping.json"), serde_json::to_vec_pretty(&mapping)?)?;
+    let mapping = ColumnMapping::from_file(&dir.join("mapping.json"))?;
+    let mut catalog = mapped::import_csv(&dir.join("shop.csv"), &mapping, dir, ImportOptions::default())?;
+    if !catalog.splits.is_empty() || catalog.items.iter().any(|item| item.group_id != item.id) || !catalog.baskets.is_empty() {
+        bail!("the shop's CSV should have given no split, no groups and no baskets");
+    }
+    let assignment = split_rule::assign_missing(&mut catalog, SplitRatios::default(), 7);
+    println!("shop.csv: {} items imported, {:?} drawn for train/val/test", catalog.items.len(), assignment.drawn);
+    Ok(catalog)
+}
+
+/// The optional heads the bundle has, by name.
+fn report_heads(engine: &Engine) -> Vec<&'static str> {
+    OptionalHead::ALL.into_iter().filter(|&h| engine.has_head(h)).map(OptionalHead::name).collect()
 }

@@ -12,6 +12,7 @@ use vitrine_core::bundle::{category_ids, BundleContents, Manifest, Product};
 use vitrine_core::catalog::Catalog;
 use vitrine_core::engine::BundleModelConfig;
 use vitrine_core::index::{AnnIndex, BuildParams};
+use vitrine_core::model::compact::OptionalHead;
 use vitrine_core::model::quant::{quantize_safetensors_to, StoredBits};
 use vitrine_core::tasks::Labels;
 use vitrine_trainer::catalog_inputs::CatalogInputs;
@@ -243,7 +244,11 @@ pub fn build(run: &TeacherRun, inputs: &BuildInputs, mut stages: StageTimes) -> 
 
     stage(&bar, "writing");
     // f16: half the download; its relative rounding (2^-11) is well under that of the int8 item vectors the queries meet (2^-8).
-    let heads = safetensors_bytes(&variables(&distilled.vs, |_| true, Kind::Half), &inputs.out.join("heads.safetensors"))?;
+    // A head the catalog could not teach is left out (the config's `heads` says which are in).
+    let absent: Vec<String> =
+        OptionalHead::ALL.into_iter().filter(|&h| !distilled.config.has(h)).map(|h| format!("{}.", h.name())).collect();
+    let shipped = |name: &str| !absent.iter().any(|prefix| name.starts_with(prefix.as_str()));
+    let heads = safetensors_bytes(&variables(&distilled.vs, shipped, Kind::Half), &inputs.out.join("heads.safetensors"))?;
     let read = |name: &str| read_file(&inputs.checkpoint.join(name));
     let (text_encoder_config, tokenizer) = match &student {
         Some(student) => (student.config.clone(), student.tokenizer_json.clone()),

@@ -32,11 +32,12 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 use vitrine_core::catalog::{attr, Catalog, Item, Split};
 use vitrine_core::metrics::{rank_of, recall_at};
-use vitrine_core::model::compact::CompactConfig;
+use vitrine_core::model::compact::{CompactConfig, OptionalHead};
 use vitrine_core::tasks::Labels;
 use vitrine_trainer::catalog_inputs::{CatalogInputs, OcirExample, SplitExamples};
 use vitrine_trainer::error::TrainError;
 use vitrine_trainer::model::bert::l2_normalize;
+use vitrine_trainer::schedule::Downstream;
 use vitrine_trainer::teacher::Finetuned;
 
 use crate::embed::Embeddings;
@@ -233,7 +234,9 @@ impl TeacherRun<'_> {
         let model = &self.finetuned.model;
         let examples = SplitExamples::new(self.catalog, self.labels, self.inputs, &self.finetuned.tokenizer, split)?;
 
-        let tgir = subsample(&examples.tgir, max, rng);
+        // A head the teacher was not trained on has nothing to teach: no examples, no compact head.
+        let trained = |task: Downstream| self.finetuned.trained_tasks.contains(&task);
+        let tgir = if trained(Downstream::Tgir) { subsample(&examples.tgir, max, rng) } else { Vec::new() };
         let tgir: Vec<_> = tgir.into_iter().filter(|e| self.emb_row(e.reference).is_some() && self.emb_row(e.target).is_some()).collect();
         let tgir_teacher = batched(tgir.len(), self.space.dim(), |r| {
             let refs: Vec<usize> = tgir[r.clone()].iter().map(|e| e.reference).collect();
@@ -253,7 +256,7 @@ impl TeacherRun<'_> {
         };
 
         let class_names = &self.finetuned.categories;
-        let ocir: Vec<OcirExample> = subsample(&examples.ocir, max, rng)
+        let ocir: Vec<OcirExample> = (if trained(Downstream::Ocir) { subsample(&examples.ocir, max, rng) } else { Vec::new() })
             .into_iter()
             .filter(|e| self.emb_row(e.answer).is_some() && e.outfit.iter().all(|&o| self.emb_row(o).is_some()))
             .filter(|e| class_names.get(e.category).and_then(|c| self.bundle_category(c)).is_some())
@@ -425,21 +428,22 @@ impl ValProbe {
         Some(100.0 * hits as f64 / top.len() as f64)
     }
 
-    /// (title R@10, mean of the four figures, or of the three R@10 without attribute queries) with products `[N, E or D]` and a map of teacher queries into their space.
+    /// (title R@10, mean of the title, TGIR and OCIR R@10 and the attribute queries' P@10, of those with examples) with products `[N, E or D]` and a map of teacher queries into their space.
     fn score(&self, run: &TeacherRun, products: &Tensor, project: &dyn Fn(&Tensor) -> Tensor) -> (f64, f64) {
         let all: Vec<&[i64]> = vec![&self.val_rows; self.title_answers.len()];
         let title = recall10(&project(&self.titles), products, &self.title_answers, &all);
         let category_of = |row: i64| run.catalog.items[run.space.items()[row as usize]].category.clone();
-        let tgir_cands: Vec<&[i64]> = self.tgir.answers.iter().map(|&a| self.candidates_of[&category_of(a)].as_slice()).collect();
-        let tgir = recall10(&project(&self.tgir.teacher), products, &self.tgir.answers, &tgir_cands);
-        let ocir_cands: Vec<&[i64]> = self.ocir.answers.iter().map(|&a| self.candidates_of[&category_of(a)].as_slice()).collect();
-        let ocir = recall10(&project(&self.ocir.teacher), products, &self.ocir.answers, &ocir_cands);
-        // A catalog without colours (or too few per type) has no attribute queries.
-        if self.attribute_relevant.is_empty() {
-            return (title, (title + tgir + ocir) / 3.0);
+        // A figure with no examples (a catalog without variants, baskets or
+        // colours) is left out of the mean.
+        let mut figures = vec![title];
+        for answers in [&self.tgir, &self.ocir].into_iter().filter(|a| !a.answers.is_empty()) {
+            let candidates: Vec<&[i64]> = answers.answers.iter().map(|&a| self.candidates_of[&category_of(a)].as_slice()).collect();
+            figures.push(recall10(&project(&answers.teacher), products, &answers.answers, &candidates));
         }
-        let attributes = precision10(&project(&self.attribute_queries), products, &self.val_rows, &self.attribute_relevant);
-        (title, (title + tgir + ocir + attributes) / 4.0)
+        if !self.attribute_relevant.is_empty() {
+            figures.push(precision10(&project(&self.attribute_queries), products, &self.val_rows, &self.attribute_relevant));
+        }
+        (title, figures.iter().sum::<f64>() / figures.len() as f64)
     }
 }
 
@@ -496,6 +500,12 @@ pub fn distill(run: &TeacherRun, options: &DistillOptions, bar: &indicatif::Prog
         dim: options.dim,
         categories: run.categories.len(),
         image_weight,
+        // A head is distilled, and shipped, when the teacher has examples to answer.
+        heads: [(OptionalHead::Tgir, &train.tgir), (OptionalHead::Ocir, &train.ocir)]
+            .into_iter()
+            .filter(|(_, answers)| !answers.answers.is_empty())
+            .map(|(head, _)| head)
+            .collect(),
     };
     let vs = nn::VarStore::new(Device::Cpu);
     tch::manual_seed(options.seed as i64);

@@ -13,6 +13,7 @@ use vitrine_core::catalog::{Catalog, Split};
 use vitrine_core::engine::{Engine, EngineError, MAX_QUERY_BYTES};
 use vitrine_core::index::{recall, SearchParams};
 use vitrine_core::metrics::{recall_at, text_classes};
+use vitrine_core::model::compact::OptionalHead;
 use vitrine_core::tasks::{outfit_questions, tgir_triplets};
 use vitrine_trainer::catalog_inputs::MAX_OUTFIT_ITEMS;
 use vitrine_trainer::eval::{ocir_recalls, retrieval_recalls, tgir_recalls, weighted_recalls, Recalls, XmrDirection};
@@ -98,7 +99,9 @@ pub fn evaluate_bundle(engine: &Engine, catalog: &Catalog, split: Split) -> Resu
 
     bar.set_message("text-guided retrieval");
     let (mut tgir_queries, mut tgir_targets) = (Vec::new(), Vec::new());
-    for triplet in tgir_triplets(catalog).into_iter().filter(|t| t.split == split) {
+    // A bundle without a head has no figure for its task (an empty table, not zeros).
+    let triplets = if engine.has_head(OptionalHead::Tgir) { tgir_triplets(catalog) } else { Vec::new() };
+    for triplet in triplets.into_iter().filter(|t| t.split == split) {
         let (Some(reference), Some(&target)) = (bundle_item(triplet.reference), gallery_position.get(&triplet.target)) else { continue };
         let reference = engine.index().item_vector(reference).expect("an item of the index");
         tgir_queries.push(engine.tgir_query(&reference, as_query(&triplet.modification))?);
@@ -111,7 +114,8 @@ pub fn evaluate_bundle(engine: &Engine, catalog: &Catalog, split: Split) -> Resu
     bar.set_message("outfit completion");
     let category_id: HashMap<&str, u16> = engine.categories().iter().enumerate().map(|(i, c)| (c.as_str(), i as u16)).collect();
     let (mut ocir_queries, mut ocir_answers) = (Vec::new(), Vec::new());
-    for question in outfit_questions(catalog).into_iter().filter(|q| q.split == split) {
+    let questions = if engine.has_head(OptionalHead::Ocir) { outfit_questions(catalog) } else { Vec::new() };
+    for question in questions.into_iter().filter(|q| q.split == split) {
         let Some(&answer) = gallery_position.get(&question.answer) else { continue };
         let outfit: Vec<Vec<f32>> = question
             .context

@@ -113,9 +113,10 @@ impl CompactHeads {
 mod tests {
     use super::*;
     use tch::Device;
+    use vitrine_core::model::compact::OptionalHead;
 
     fn config() -> CompactConfig {
-        CompactConfig { teacher_dim: 6, dim: 4, categories: 3, image_weight: 0.5 }
+        CompactConfig { teacher_dim: 6, dim: 4, categories: 3, image_weight: 0.5, heads: OptionalHead::all() }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use vitrine_core::bundle::{Bundle, Limits};
 use vitrine_core::catalog::{BadRowPolicy, Split};
 use vitrine_core::engine::Engine;
 use vitrine_core::index::BuildParams;
-use vitrine_core::model::compact::CompactHeads;
+use vitrine_core::model::compact::{CompactHeads, OptionalHead};
 use vitrine_core::model::quant::{LoadOptions, StoredBits};
 use vitrine_core::model::text_encoder::TextEncoder;
 use vitrine_core::tasks::Labels;
@@ -21,13 +21,20 @@ use vitrine_index_builder::distill::DistillOptions;
 use vitrine_index_builder::evaluate::evaluate_bundle;
 use vitrine_index_builder::student::StudentOptions;
 use vitrine_trainer::catalog_inputs::{CatalogInputs, ItemTexts};
+use vitrine_trainer::schedule::Downstream;
 use vitrine_trainer::teacher::load_finetuned;
 
 mod common;
 
-/// A briefly fine-tuned model on a generated catalog, built into a bundle in `<dir>/out`.
-fn build(dir: &Path, distill: &DistillOptions, student: Option<&StudentOptions>, bits: StoredBits) -> (common::Setup, BuildReport) {
-    let setup = common::finetuned_on_generated(dir, 24, 40);
+/// A briefly fine-tuned model on a generated catalog (with `baskets`), built into a bundle in `<dir>/out`.
+fn build(
+    dir: &Path,
+    baskets: usize,
+    distill: &DistillOptions,
+    student: Option<&StudentOptions>,
+    bits: StoredBits,
+) -> (common::Setup, BuildReport) {
+    let setup = common::finetuned_on_generated(dir, 24, baskets);
     let common::Setup { catalog, paths, recipe, checkpoint } = &setup;
     let labels = Labels::from_catalog(catalog, BadRowPolicy::Skip).unwrap();
     let finetuned = load_finetuned(checkpoint, 32, Device::Cpu).unwrap();
@@ -57,7 +64,7 @@ fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
     // Wider than the train split has product and text vectors: the projection
     // still starts from `dim` principal directions.
     let options = DistillOptions { dim: 128, steps: 40, batch: 32, ..Default::default() };
-    let (common::Setup { catalog, .. }, report) = build(dir.path(), &options, None, StoredBits::Int8);
+    let (common::Setup { catalog, .. }, report) = build(dir.path(), 40, &options, None, StoredBits::Int8);
     let out = dir.path().join("out");
 
     assert_eq!(report.items, catalog.items.iter().filter(|it| !it.images.is_empty()).count());
@@ -88,6 +95,7 @@ fn a_generated_catalog_builds_into_a_bundle_the_engine_searches() {
     assert_eq!(from_folder.contents, from_file.contents);
     assert_eq!(report.total_bytes, from_folder.manifest.parts_bytes());
 
+    assert_eq!(report_config(&from_file).heads, OptionalHead::all());
     let engine = Engine::from_bundle(from_file).unwrap();
     let hits = engine.search("a red dress", 5, None).unwrap();
     assert_eq!(hits.len(), 5);
@@ -108,7 +116,7 @@ fn a_student_text_encoder_in_four_bits_ships_fewer_layers_and_tokens_and_the_bro
     let dir = tempfile::tempdir().unwrap();
     let options = DistillOptions { dim: 64, steps: 40, batch: 32, ..Default::default() };
     let student = StudentOptions { layers: 2, common_wordpieces: 500, steps: 60, batch: 32, ..Default::default() };
-    let (common::Setup { catalog, checkpoint, .. }, report) = build(dir.path(), &options, Some(&student), StoredBits::Int4);
+    let (common::Setup { catalog, checkpoint, .. }, report) = build(dir.path(), 40, &options, Some(&student), StoredBits::Int4);
     let out = dir.path().join("out");
 
     let stages: Vec<&str> = report.stages.0.iter().map(|(s, _)| s.as_str()).collect();
@@ -145,6 +153,30 @@ fn a_student_text_encoder_in_four_bits_ships_fewer_layers_and_tokens_and_the_bro
         .collect();
     let mean = cosines.iter().map(|&c| f64::from(c)).sum::<f64>() / cosines.len() as f64;
     assert!((mean - figures.val_cosine_mean).abs() < 0.01, "engine {mean} vs build {}", figures.val_cosine_mean);
+}
+
+#[test]
+fn a_catalog_without_baskets_builds_a_bundle_without_an_outfit_head_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DistillOptions { dim: 32, steps: 20, batch: 16, category_steps: 20, ..Default::default() };
+    let (common::Setup { catalog, checkpoint, .. }, report) = build(dir.path(), 0, &options, None, StoredBits::Int8);
+    let trained = load_finetuned(&checkpoint, 32, Device::Cpu).unwrap().trained_tasks;
+    assert!(!trained.contains(&Downstream::Ocir) && trained.contains(&Downstream::Tgir), "{trained:?}");
+    assert_eq!(report.distill.examples["ocir"], 0);
+
+    let bundle = Bundle::read_folder(&bundle_folder(&dir.path().join("out")), &Limits::default()).unwrap();
+    assert_eq!(report_config(&bundle).heads, [OptionalHead::Tgir]);
+    let names: Vec<String> =
+        safetensors::SafeTensors::deserialize(&bundle.contents.heads).unwrap().names().into_iter().map(str::to_string).collect();
+    assert!(names.iter().any(|n| n.starts_with("tgir.")) && !names.iter().any(|n| n.starts_with("ocir.")), "{names:?}");
+
+    let engine = Engine::from_bundle(bundle).unwrap();
+    assert!(engine.has_head(OptionalHead::Tgir) && !engine.has_head(OptionalHead::Ocir));
+    let err = engine.complete_outfit(&[0], 1, 5).unwrap_err().to_string();
+    assert!(err.contains("complete the look") && err.contains("baskets"), "{err}");
+    assert_eq!(engine.modify(0, "in red", 5).unwrap().len(), 5);
+    let figures = evaluate_bundle(&engine, &catalog, Split::Test).unwrap();
+    assert!(figures.ocir.is_empty() && !figures.tgir.is_empty());
 }
 
 fn report_config(bundle: &Bundle) -> vitrine_core::model::compact::CompactConfig {

@@ -8,7 +8,7 @@
 
 use candle_core::Tensor as CandleTensor;
 use tch::{nn, Device, Kind, Tensor};
-use vitrine_core::model::compact::{CompactConfig, CompactHeads as CandleHeads};
+use vitrine_core::model::compact::{CompactConfig, CompactHeads as CandleHeads, OptionalHead};
 use vitrine_core::model::ModelError;
 use vitrine_index_builder::heads::CompactHeads as TchHeads;
 
@@ -16,7 +16,7 @@ const TOLERANCE: f32 = 1e-5;
 const ORIGIN: &str = "heads.safetensors";
 
 fn config() -> CompactConfig {
-    CompactConfig { teacher_dim: 384, dim: 256, categories: 7, image_weight: 0.5 }
+    CompactConfig { teacher_dim: 384, dim: 256, categories: 7, image_weight: 0.5, heads: OptionalHead::all() }
 }
 
 /// Random `[rows, width]` values; unit rows unless `scale` is given.
@@ -75,8 +75,8 @@ fn candle_runs_the_tch_compact_heads_alike() {
     });
     let candle_outputs = [
         candle_heads.project(&to_candle(&teacher)).unwrap(),
-        candle_heads.tgir.forward(&to_candle(&reference), &to_candle(&text)).unwrap(),
-        candle_heads.ocir.forward(&to_candle(&items), &outfit_of, &categories).unwrap(),
+        candle_heads.tgir.as_ref().unwrap().forward(&to_candle(&reference), &to_candle(&text)).unwrap(),
+        candle_heads.ocir.as_ref().unwrap().forward(&to_candle(&items), &outfit_of, &categories).unwrap(),
         candle_heads.category.logits(&to_candle(&queries)).unwrap(),
     ];
     for ((name, expected), got) in outputs.iter().zip(&candle_outputs) {

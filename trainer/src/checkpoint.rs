@@ -350,6 +350,10 @@ pub fn read_trainer_state(dir: &Path) -> Result<serde_json::Value, CheckpointErr
     read_json(&dir.join(TRAINER_STATE_FILE))
 }
 
+/// The key of a fine-tuned checkpoint's `config.json` that lists the
+/// downstream tasks it was trained on.
+pub const TRAINED_TASKS_KEY: &str = "downstream_tasks";
+
 /// The model config (`config.json`) of a checkpoint, unverified.
 pub fn read_config(dir: &Path) -> Result<serde_json::Value, CheckpointError> {
     read_json(&dir.join(CONFIG_FILE))

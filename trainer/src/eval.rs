@@ -33,8 +33,9 @@ use vitrine_core::catalog::{Catalog, Split};
 use vitrine_core::metrics::{accuracy, macro_f1, rank_among_answers, rank_of, recall_at, text_classes};
 use vitrine_core::tasks::Labels;
 
-use crate::catalog_inputs::{CatalogInputs, OcirExample, SplitExamples};
+use crate::catalog_inputs::{CatalogInputs, OcirExample, SplitExamples, TgirExample};
 use crate::error::TrainError;
+use crate::schedule::Downstream;
 use crate::teacher::Finetuned;
 
 /// Queries of the random-100 protocol, negatives per query, seeds.
@@ -147,15 +148,20 @@ pub fn evaluate(
     let xmr_full_gallery = Xmr { itr: itr_full, tir: tir_full };
     bar.inc(1);
 
+    // A head the fine-tune skipped kept its initial weights: its task has no figure.
+    let trained = |task: Downstream| finetuned.trained_tasks.contains(&task);
+    let tgir_examples: &[TgirExample] = if trained(Downstream::Tgir) { &examples.tgir } else { &[] };
+    let ocir_examples: &[OcirExample] = if trained(Downstream::Ocir) { &examples.ocir } else { &[] };
+
     // TGIR: per target category, the gallery of unique targets.
     bar.set_message("text-guided retrieval");
-    let tgir_queries = batched(&(0..examples.tgir.len()).collect::<Vec<_>>(), |chunk| {
-        let references: Vec<usize> = chunk.iter().map(|&i| examples.tgir[i].reference).collect();
-        inputs.tgir_query(model, &references, chunk.iter().map(|&i| examples.tgir[i].modification.clone()), None, false, device)
+    let tgir_queries = batched(&(0..tgir_examples.len()).collect::<Vec<_>>(), |chunk| {
+        let references: Vec<usize> = chunk.iter().map(|&i| tgir_examples[i].reference).collect();
+        inputs.tgir_query(model, &references, chunk.iter().map(|&i| tgir_examples[i].modification.clone()), None, false, device)
     })?;
     let row_position: HashMap<usize, usize> = rows.iter().enumerate().map(|(i, &r)| (r, i)).collect();
     let category_of: Vec<String> = rows.iter().map(|&r| catalog.items[inputs.items[r]].category.clone()).collect();
-    let tgir_targets: Vec<usize> = examples.tgir.iter().map(|e| row_position[&e.target]).collect();
+    let tgir_targets: Vec<usize> = tgir_examples.iter().map(|e| row_position[&e.target]).collect();
     let tgir = tgir_recalls(&tgir_queries, &tgir_targets, &images, &category_of);
     let tgir_mean = [0, 1].map(|i| mean(&tgir.values().map(|r| r.at[i].1).collect::<Vec<_>>()));
     bar.inc(1);
@@ -183,13 +189,13 @@ pub fn evaluate(
 
     // OCIR: candidates are the split's items of the hidden item's category.
     bar.set_message("outfit completion");
-    let ocir_queries = batched(&(0..examples.ocir.len()).collect::<Vec<_>>(), |chunk| {
-        let outfits: Vec<&OcirExample> = chunk.iter().map(|&i| &examples.ocir[i]).collect();
+    let ocir_queries = batched(&(0..ocir_examples.len()).collect::<Vec<_>>(), |chunk| {
+        let outfits: Vec<&OcirExample> = chunk.iter().map(|&i| &ocir_examples[i]).collect();
         inputs.ocir_query(model, &outfits, None, device)
     })?;
-    let ocir_answers: Vec<usize> = examples.ocir.iter().map(|e| row_position[&e.answer]).collect();
+    let ocir_answers: Vec<usize> = ocir_examples.iter().map(|e| row_position[&e.answer]).collect();
     let ocir = ocir_recalls(&ocir_queries, &ocir_answers, &images, &category_of);
-    let questions = examples.ocir.len().max(1) as f64;
+    let questions = ocir_examples.len().max(1) as f64;
     let ocir_weighted = weighted_recalls(&ocir, questions);
     let ocir_macro = macro_recalls(&ocir);
     bar.inc(1);

@@ -119,7 +119,9 @@ pub fn downstream_loss(
 /// Why a task with `examples` train examples (fewer than two) is skipped.
 fn skip_reason(task: Downstream, examples: usize) -> String {
     let why = match task {
-        Downstream::Tgir => "no colour variants of one product (group ids) to make \"like this, but ...\" triplets from",
+        Downstream::Tgir => {
+            "no colour variants of one product (group ids), nor items of one subcategory that differ in one attribute, to make \"like this, but ...\" triplets from"
+        }
         Downstream::Ocir => "no baskets or outfits to ask for a complementary item",
         Downstream::Cr => "no labelled items",
         Downstream::Xmr => "no items with a photo and a text",
@@ -161,11 +163,19 @@ pub struct FinetuneSummary {
 }
 
 /// The checkpoint's config.json for a fine-tuned model: the pretraining
-/// config plus the label names of the heads.
-fn finetuned_config(bert: &BertConfig, model: &FashionVilConfig, pac: &PacVocabulary, labels: &Labels) -> serde_json::Value {
+/// config plus the label names of the heads and the tasks trained (a head
+/// of a skipped task keeps its initial weights, and later stages leave it out).
+fn finetuned_config(
+    bert: &BertConfig,
+    model: &FashionVilConfig,
+    pac: &PacVocabulary,
+    labels: &Labels,
+    trained: impl Iterator<Item = Downstream>,
+) -> serde_json::Value {
     let mut config = checkpoint_config(bert, model, pac);
     config["categories"] = serde_json::to_value(&labels.categories).expect("strings serialise");
     config["subcategories"] = serde_json::to_value(&labels.subcategories).expect("strings serialise");
+    config[checkpoint::TRAINED_TASKS_KEY] = serde_json::to_value(trained.collect::<Vec<_>>()).expect("task names serialise");
     config
 }
 
@@ -232,7 +242,7 @@ pub fn finetune(
     )?;
     let examples = SplitExamples::new(catalog, &labels, &inputs, &tokenizer, Split::Train)?;
     let counts: BTreeMap<Downstream, usize> = sampler.tasks().map(|t| (t, examples.count(t))).collect();
-    // A task the catalog cannot teach (no colour groups: no TGIR triplets; no
+    // A task the catalog cannot teach (no variants nor attributes: no TGIR triplets; no
     // baskets: no OCIR questions) is skipped and said; the others keep their weights.
     let skipped: BTreeMap<Downstream, String> =
         counts.iter().filter(|(_, &n)| n < 2).map(|(&task, &n)| (task, skip_reason(task, n))).collect();
@@ -264,7 +274,7 @@ pub fn finetune(
     optimizer_recipe.decay_steps = settings.decay_steps.clone();
     let mut optimizer = AdamW::new(optimizer_config(&optimizer_recipe))?;
     let checkpointer = Checkpointer::new(run_dir, recipe.keep_checkpoints);
-    let config_json = finetuned_config(&bert_config, &model_config, &pac, &labels);
+    let config_json = finetuned_config(&bert_config, &model_config, &pac, &labels, trained.keys().copied());
     let spec = LoopSpec::new("fine-tuning", recipe, settings.steps, settings.batch_size, &config_json, &tokenizer_path);
     let bank_refresh = BankRefresh::new(recipe.finetune.bank_negatives, &model, recipe.checkpoint_every);
     let mut bank_features = None;

@@ -1,15 +1,17 @@
 //! A fine-tuned checkpoint read back as the model later stages use (the
 //! evaluation, the index builder): weights verified, label names, tokenizer.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use tch::{nn, Device};
 use vitrine_core::text::Tokenizer;
 
-use crate::checkpoint;
+use crate::checkpoint::{self, TRAINED_TASKS_KEY};
 use crate::error::TrainError;
 use crate::model::bert::BertConfig;
 use crate::model::fashionvil::{FashionVil, FashionVilConfig};
+use crate::schedule::Downstream;
 
 /// A fine-tuned model read from its checkpoint, with its label names.
 pub struct Finetuned {
@@ -18,6 +20,9 @@ pub struct Finetuned {
     pub tokenizer: Tokenizer,
     pub categories: Vec<String>,
     pub subcategories: Vec<String>,
+    /// The downstream tasks it was fine-tuned on (every task for a checkpoint
+    /// written before the list was kept).
+    pub trained_tasks: BTreeSet<Downstream>,
 }
 
 /// Loads a fine-tuned checkpoint (weights verified) for evaluation or export.
@@ -33,12 +38,16 @@ pub fn load_finetuned(dir: &Path, max_text_tokens: usize, device: Device) -> Res
     let model_config: FashionVilConfig = config_part(dir, &config, Some("fashionvil"))?;
     let categories: Vec<String> = config_part(dir, &config, Some("categories"))?;
     let subcategories: Vec<String> = config_part(dir, &config, Some("subcategories"))?;
+    let trained_tasks: BTreeSet<Downstream> = match config.get(TRAINED_TASKS_KEY) {
+        Some(_) => config_part(dir, &config, Some(TRAINED_TASKS_KEY))?,
+        None => Downstream::ALL.into(),
+    };
     let vs = nn::VarStore::new(device);
     let has_encoder = vs_has_image_encoder(dir)?;
     let model = FashionVil::new(&vs.root(), &bert, model_config, has_encoder);
     checkpoint::load_model(dir, &vs)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), max_text_tokens)?;
-    Ok(Finetuned { vs, model, tokenizer, categories, subcategories })
+    Ok(Finetuned { vs, model, tokenizer, categories, subcategories, trained_tasks })
 }
 
 /// A field of a checkpoint's config.json (`None`: the BERT fields at its top level).

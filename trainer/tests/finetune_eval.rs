@@ -126,7 +126,7 @@ fn per_task_fine_tune_from_the_towers_trains_only_that_task() {
 }
 
 #[test]
-fn a_catalog_without_colour_groups_or_baskets_skips_tgir_and_ocir_and_says_why() {
+fn a_catalog_without_colour_groups_or_baskets_learns_tgir_from_attributes_skips_ocir_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let (mut catalog, paths) = setup(dir.path());
     catalog.baskets.clear();
@@ -135,10 +135,21 @@ fn a_catalog_without_colour_groups_or_baskets_skips_tgir_and_ocir_and_says_why()
     }
     let recipe = tiny_recipe();
     let summary = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("shop"), false).unwrap();
+    assert_eq!(summary.tasks.keys().copied().collect::<Vec<_>>(), [Downstream::Xmr, Downstream::Tgir, Downstream::Cr]);
+    assert_eq!(summary.skipped.keys().copied().collect::<Vec<_>>(), [Downstream::Ocir]);
+    assert!(summary.skipped[&Downstream::Ocir].contains("baskets"), "{:?}", summary.skipped);
+    // The checkpoint says what it was trained on, for the stages after it.
+    let trained = load_finetuned(&summary.checkpoint, 32, tch::Device::Cpu).unwrap().trained_tasks;
+    assert_eq!(trained.into_iter().collect::<Vec<_>>(), [Downstream::Xmr, Downstream::Tgir, Downstream::Cr]);
+
+    // Without attributes either, nothing can teach "like this, but…".
+    for item in &mut catalog.items {
+        item.attributes.clear();
+    }
+    let summary = finetune(&catalog, &recipe, &paths, Start::Towers, &dir.path().join("bare"), false).unwrap();
     assert_eq!(summary.tasks.keys().copied().collect::<Vec<_>>(), [Downstream::Xmr, Downstream::Cr]);
     assert_eq!(summary.skipped.keys().copied().collect::<Vec<_>>(), [Downstream::Tgir, Downstream::Ocir]);
-    assert!(summary.skipped[&Downstream::Tgir].contains("colour variants"), "{:?}", summary.skipped);
-    assert!(summary.skipped[&Downstream::Ocir].contains("baskets"), "{:?}", summary.skipped);
+    assert!(summary.skipped[&Downstream::Tgir].contains("differ in one attribute"), "{:?}", summary.skipped);
 
     // The evaluation reports what it can and no figure for what it cannot.
     let model = load_finetuned(&summary.checkpoint, 32, tch::Device::Cpu).unwrap();

@@ -10,6 +10,7 @@
 //! engine.refine("0108775015", "in red", 10);           // TGIR: like this product, but…
 //! engine.completeLook(["0108775015"], "Shoes", 10);    // OCIR: what completes the outfit
 //! engine.similar("0108775015", 10);
+//! engine.heads;                                         // ["tgir", "ocir"]: the features this bundle offers
 //!
 //! // Folder layout: the manifest first (checked before any part is used), then each part.
 //! const loader = new BundleLoader(manifestBytes);
@@ -27,6 +28,7 @@ use vitrine_core::bundle::single_file::SingleFileLayout;
 use vitrine_core::bundle::{Bundle, FetchedPart, Limits, Manifest, PartName};
 use vitrine_core::engine::{Engine, Hit};
 use vitrine_core::index::SearchParams;
+use vitrine_core::model::compact::OptionalHead;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -239,6 +241,13 @@ impl SearchEngine {
     #[wasm_bindgen(getter)]
     pub fn categories(&self) -> Vec<String> {
         self.engine.categories().to_vec()
+    }
+
+    /// The optional heads the bundle has: `"tgir"` (refine, "like this, but…")
+    /// and `"ocir"` (`completeLook`); a widget offers only what is listed.
+    #[wasm_bindgen(getter)]
+    pub fn heads(&self) -> Vec<String> {
+        OptionalHead::ALL.into_iter().filter(|&h| self.engine.has_head(h)).map(|h| h.name().to_string()).collect()
     }
 
     /// Number of products.

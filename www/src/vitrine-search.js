@@ -8,7 +8,7 @@
 //   images   base URL that products' relative image paths resolve against (default: the page).
 //   results  how many products a list shows (default 12).
 // Events (on the element, bubbling): vitrine-progress {loaded, total} while the bundle loads,
-//   vitrine-ready {categories, productCount, bytes, ms, phases, memoryBytes},
+//   vitrine-ready {categories, heads, productCount, bytes, ms, phases, memoryBytes},
 //   vitrine-error {message}, vitrine-results {op, query, results, ms}.
 // Methods (promises): search(text, {k, category}), refine(productId, text, k),
 //   completeLook(productIds, category, k), classify(text), similar(productId, k).
@@ -43,6 +43,8 @@ class VitrineSearch extends HTMLElement {
     this.seq = 0;
     this.categoryFilter = null;
     this.categories = [];
+    // The bundle's optional heads ("tgir", "ocir"): each card offers only these.
+    this.heads = [];
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -109,6 +111,7 @@ class VitrineSearch extends HTMLElement {
       }
       case 'ready':
         this.categories = msg.categories;
+        this.heads = msg.heads;
         this.progress.hidden = true;
         this.status.textContent = `${msg.productCount} products, ready.`;
         this.input.disabled = false;
@@ -256,8 +259,10 @@ class VitrineSearch extends HTMLElement {
       el(
         'div',
         { class: 'actions' },
-        el('button', { type: 'button', class: 'refine', text: 'Like this, but…', onclick: () => this.openRefine(p) }),
-        el('button', { type: 'button', class: 'look', text: 'Complete the look', onclick: () => this.openLook(p) }),
+        ...[
+          this.heads.includes('tgir') && el('button', { type: 'button', class: 'refine', text: 'Like this, but…', onclick: () => this.openRefine(p) }),
+          this.heads.includes('ocir') && el('button', { type: 'button', class: 'look', text: 'Complete the look', onclick: () => this.openLook(p) }),
+        ].filter(Boolean),
       ),
     );
   }

@@ -6,7 +6,7 @@
 //                                                        publish folder's pointer: URL ending in '.json')
 //               {type: 'query', id, op, args}          (op: search | refine | completeLook | classify | similar)
 // Messages out: {type: 'progress', loaded, total}      (total is 0 when unknown)
-//               {type: 'ready', categories, productCount, bytes, ms, phases, memoryBytes}  (phases: ms per load step; memoryBytes: the engine's WebAssembly memory)
+//               {type: 'ready', categories, heads, productCount, bytes, ms, phases, memoryBytes}  (phases: ms per load step; memoryBytes: the engine's WebAssembly memory)
 //               {type: 'error', message}               (the bundle could not be loaded)
 //               {type: 'result', id, ok, value | message, ms}
 //               {type: 'csp', directive, blocked}      (a Content-Security-Policy violation in the worker)
@@ -177,6 +177,7 @@ async function load(bundleUrl) {
   self.postMessage({ type: 'progress', loaded: total, total });
   return {
     categories: engine.categories,
+    heads: engine.heads,
     productCount: engine.productCount,
     bytes: total,
     ms: performance.now() - start,

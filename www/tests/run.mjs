@@ -19,23 +19,32 @@ import { openStore, assert, median } from './harness.mjs';
 const WWW = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 function parseArgs(argv) {
-  const options = { fixture: 'target/e2e-bundle', out: 'target/e2e', only: null };
+  const options = { fixture: 'target/e2e-bundle', fixtureWithoutOutfits: null, out: 'target/e2e', only: null };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (flag === '--fixture') options.fixture = argv[++i];
+    else if (flag === '--fixture-without-outfits') options.fixtureWithoutOutfits = argv[++i];
     else if (flag === '--out') options.out = argv[++i];
     else if (flag === '--only') options.only = argv[++i];
-    else throw new Error(`unknown flag ${flag} (flags: --fixture DIR --out DIR --only NAME)`);
+    else throw new Error(`unknown flag ${flag} (flags: --fixture DIR --fixture-without-outfits DIR --out DIR --only NAME)`);
   }
   return options;
 }
 
 const options = parseArgs(process.argv.slice(2));
 const fixtureDir = path.resolve(options.fixture);
+// A shop's CSV export (no split, groups or baskets) through a column mapping: a bundle with no outfit head.
+if (!options.fixtureWithoutOutfits) throw new Error('--fixture-without-outfits DIR is required (the fixture bundle built with --shop-csv)');
+const noOutfitsDir = path.resolve(options.fixtureWithoutOutfits);
 const outDir = path.resolve(options.out);
 const fixture = JSON.parse(await readFile(path.join(fixtureDir, 'fixture.json'), 'utf8'));
 const images = path.join(fixtureDir, 'catalog/images');
-for (const needed of [path.join(WWW, 'pkg/vitrine_wasm_bg.wasm'), path.join(fixtureDir, 'catalog.vitrine'), path.join(fixtureDir, 'bundle/manifest.json')]) {
+for (const needed of [
+  path.join(WWW, 'pkg/vitrine_wasm_bg.wasm'),
+  path.join(fixtureDir, 'catalog.vitrine'),
+  path.join(fixtureDir, 'bundle/manifest.json'),
+  path.join(noOutfitsDir, 'catalog.vitrine'),
+]) {
   if (!existsSync(needed)) throw new Error(`${needed} is missing (run \`cargo xtask test\`, or build www/pkg and the fixture bundle)`);
 }
 await mkdir(outDir, { recursive: true });
@@ -62,8 +71,8 @@ async function assertClean(store) {
   assert(store.seen.pageErrors.length === 0, `page errors: ${JSON.stringify(store.seen.pageErrors)}`);
 }
 
-async function withStore(bundle, run) {
-  const store = await openStore({ bundle, images });
+async function withStore(bundle, run, photos = images) {
+  const store = await openStore({ bundle, images: photos });
   try {
     await run(store);
   } catch (e) {
@@ -134,7 +143,8 @@ test('search: the folder layout loads too (manifest, then each part, hash-checke
 test('refine ("like this, but…") and complete the look answer with the expected categories', () =>
   withStore(fixtureDir, async (store) => {
     await store.goto();
-    await store.ready();
+    const ready = await store.ready();
+    assert(JSON.stringify(ready.heads) === '["tgir","ocir"]', `heads of a catalog with variants and baskets: ${JSON.stringify(ready.heads)}`);
     await store.type('black boots');
     const [first] = await store.cards();
     // Like this, but…
@@ -172,6 +182,38 @@ test('refine ("like this, but…") and complete the look answer with the expecte
     await store.page.screenshot({ path: path.join(outDir, 'complete-the-look.png'), fullPage: true });
     await assertClean(store);
   }));
+
+test('a shop\'s CSV (no split, groups or baskets) gives a bundle whose store refines by attribute but offers no "Complete the look", and says why if asked', () =>
+  withStore(noOutfitsDir, async (store) => {
+    await store.goto();
+    const ready = await store.ready();
+    assert(JSON.stringify(ready.heads) === '["tgir"]', `heads of a catalog without baskets: ${JSON.stringify(ready.heads)}`);
+    await store.type('black boots');
+    const [first] = await store.cards();
+    const actions = await store.page.$$eval('vitrine-search li.product', (cards) =>
+      cards.map((c) => ({ refine: c.querySelector('button.refine') !== null, look: c.querySelector('button.look') !== null })),
+    );
+    assert(actions.length > 0 && actions.every((a) => a.refine && !a.look), `card buttons: ${JSON.stringify(actions)}`);
+    // "Like this, but…" still works.
+    const before = (await store.probe()).results.length;
+    await store.page.locator('vitrine-search li.product').first().locator('button.refine').click();
+    await store.page.locator('vitrine-search input.refine-text').fill('in red');
+    await store.page.locator('vitrine-search .refine-form button[type="submit"]').click();
+    await store.waitResults(before, 'refine', 'in red');
+    assert((await store.cards()).every((c) => c.category === first.category), 'refine left the category');
+    // A page that calls the API anyway gets the reason, not a made-up answer.
+    const message = await store.page.evaluate(async (id) => {
+      try {
+        await document.querySelector('vitrine-search').completeLook([id], 'Shoes');
+        return null;
+      } catch (e) {
+        return e.message;
+      }
+    }, first.id);
+    assert(message && /complete the look/.test(message) && /baskets/.test(message), `completeLook on a bundle without the head: ${message}`);
+    await store.page.screenshot({ path: path.join(outDir, 'without-outfits.png'), fullPage: true });
+    await assertClean(store);
+  }, path.join(noOutfitsDir, 'catalog/images')));
 
 test('offline: after the service worker cached the shell, the wasm and the bundle, a reload without network still searches', () =>
   withStore(fixtureDir, async (store) => {

@@ -28,6 +28,72 @@ pub fn pick_catalog(root: &Path, catalog: Option<PathBuf>) -> (PathBuf, bool) {
     (root.join("runs/demo/generated-catalog"), true)
 }
 
+/// A shop's product export given as the catalog: a CSV or JSON Lines file and its column mapping.
+pub struct ShopFile {
+    file: PathBuf,
+    format: &'static str,
+    mapping: PathBuf,
+}
+
+impl ShopFile {
+    /// `Some` when `catalog` is a file (it then needs `mapping`); `None` for a folder.
+    pub fn of(catalog: &Path, mapping: Option<PathBuf>) -> Result<Option<ShopFile>> {
+        if !catalog.is_file() {
+            anyhow::ensure!(mapping.is_none(), "--mapping is for a .csv or .jsonl catalog file; {} is not a file", catalog.display());
+            return Ok(None);
+        }
+        let format = match catalog.extension().and_then(OsStr::to_str).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") => "csv",
+            Some("jsonl" | "ndjson") => "jsonl",
+            _ => anyhow::bail!("{}: a catalog file must be .csv or .jsonl (or give a catalog folder)", catalog.display()),
+        };
+        let mapping = mapping.with_context(|| {
+            format!("{} needs --mapping FILE: a JSON column mapping, e.g. {{\"id\": \"sku\", \"title\": \"name\", \"category\": \"cat\", \"image_template\": \"images/{{sku}}.jpg\"}}", catalog.display())
+        })?;
+        anyhow::ensure!(mapping.is_file(), "the mapping {} is not a file", mapping.display());
+        Ok(Some(ShopFile { file: catalog.to_path_buf(), format, mapping }))
+    }
+
+    /// Imports the file into `runs/demo/imported/<file stem>/` (a canonical
+    /// folder with a split drawn by `vitrine catalog import`; bad rows are
+    /// reported and left out), again only when the file or the mapping is newer.
+    /// The folder's `images` links to the file's folder, which the mapping's
+    /// photo paths are relative to: the store serves the photos from there.
+    pub fn import(&self, root: &Path, bin_dir: &Path, steps: &mut crate::util::Steps) -> Result<PathBuf> {
+        let stem = self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "shop".into());
+        let out = root.join("runs/demo/imported").join(&stem);
+        let link = out.join("images");
+        let items = out.join("items.jsonl");
+        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        steps.cached_step(
+            &format!("import {} with {} (vitrine catalog import)", self.file.display(), self.mapping.display()),
+            || {
+                let current = match (modified(&items), modified(&self.file), modified(&self.mapping)) {
+                    (Some(imported), Some(file), Some(mapping)) => imported > file && imported > mapping,
+                    _ => false,
+                };
+                Ok(current.then(|| format!("{} is newer than the file and the mapping", items.display())))
+            },
+            || {
+                let source_dir = std::path::absolute(&self.file)?.parent().context("the catalog file has no folder")?.to_path_buf();
+                std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+                if link.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&link).with_context(|| format!("cannot replace {}", link.display()))?;
+                }
+                std::os::unix::fs::symlink(&source_dir, &link).with_context(|| format!("cannot link {}", link.display()))?;
+                // Read through the link, so the photos' paths in the canonical catalog stay under `images/`.
+                let source = link.join(self.file.file_name().context("the catalog file has no name")?);
+                let mut c = cmd(bin_dir.join("vitrine"));
+                c.args(["catalog", "import"]).arg(&source).args(["--format", self.format, "--mapping"]).arg(&self.mapping);
+                c.arg("--out").arg(&out).arg("--skip-bad-rows");
+                run(&mut c)?;
+                Ok(out.display().to_string())
+            },
+        )?;
+        Ok(out)
+    }
+}
+
 /// `<bin> <command> --catalog … --config cpu --cache … <extra>`.
 fn stage(bin_dir: &Path, bin: &str, command: &str, catalog: &Path, cache: &Path, extra: &[&OsStr]) -> Result<()> {
     let mut c = cmd(bin_dir.join(bin));

@@ -44,9 +44,13 @@ enum Command {
     /// The main job: set up, build, train with the cpu recipe on a catalog, build its bundle,
     /// then serve the demo store on 127.0.0.1 and print its address. Finished stages are reused.
     Demo {
-        /// Catalog folder (default: ../shared/data/hm when present, else a generated catalog).
+        /// Catalog folder, or a shop's product export (a .csv or .jsonl file, with --mapping)
+        /// (default: ../shared/data/hm when present, else a generated catalog).
         #[arg(long)]
         catalog: Option<PathBuf>,
+        /// Column mapping (JSON) of a .csv or .jsonl catalog; see `vitrine catalog import`.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
         #[arg(long, default_value_t = 8080)]
         port: u16,
         /// Stop after building, without serving.
@@ -64,7 +68,7 @@ fn main() {
         match cli.command {
             Command::Setup { gpu } => setup::setup(&root, gpu).map(|_| ()),
             Command::Test => test(&root),
-            Command::Demo { catalog, port, no_serve } => main_job(&root, catalog, port, no_serve),
+            Command::Demo { catalog, mapping, port, no_serve } => main_job(&root, catalog, mapping, port, no_serve),
             Command::E2e => e2e(&root),
         }
     });
@@ -150,23 +154,33 @@ fn test(root: &Path) -> Result<()> {
 /// headless Chromium (www/tests/run.mjs).
 fn browser_tests(root: &Path, tools: &setup::Tools, steps: &mut Steps) -> Result<()> {
     let fixture = target_dir(root).join("e2e-bundle");
+    let without_outfits = target_dir(root).join("e2e-bundle-without-outfits");
     let e2e_out = target_dir(root).join("e2e");
     build_www_pkg(root, tools, steps)?;
     let example = target_dir(root).join("release/examples/fixture_bundle");
     steps.cached_step(
-        "fixture bundle for the browser tests (index-builder/examples/fixture_bundle.rs)",
+        "fixture bundles for the browser tests: a canonical catalog, and a shop's CSV without split, groups or baskets (index-builder/examples/fixture_bundle.rs)",
         || {
             // Built first (a no-op when current): a bundle older than its builder is rebuilt.
             run(cmd(util::cargo()).args(["build", "--release", "-p", "vitrine-index-builder", "--example", "fixture_bundle"]))?;
-            Ok(fixture_is_fresh(&fixture, &example).then(|| fixture.display().to_string()))
+            let fresh = fixture_is_fresh(&fixture, &example) && fixture_is_fresh(&without_outfits, &example);
+            Ok(fresh.then(|| format!("{} and {}", fixture.display(), without_outfits.display())))
         },
         || {
             run(cmd(&example).arg("--out").arg(&fixture))?;
-            Ok(util::size_note(&fixture.join("catalog.vitrine")))
+            run(cmd(&example).args(["--shop-csv", "--out"]).arg(&without_outfits))?;
+            Ok(format!("{}; {}", util::size_note(&fixture.join("catalog.vitrine")), util::size_note(&without_outfits.join("catalog.vitrine"))))
         },
     )?;
     steps.step("browser tests in headless Chromium (www/tests/run.mjs)", || {
-        run(cmd("node").arg("www/tests/run.mjs").arg("--fixture").arg(&fixture).arg("--out").arg(&e2e_out))?;
+        run(cmd("node")
+            .arg("www/tests/run.mjs")
+            .arg("--fixture")
+            .arg(&fixture)
+            .arg("--fixture-without-outfits")
+            .arg(&without_outfits)
+            .arg("--out")
+            .arg(&e2e_out))?;
         Ok(format!("query latency in {}", e2e_out.join("latency.json").display()))
     })
 }
@@ -230,11 +244,12 @@ fn build_wasm() -> Result<()> {
     run(cmd(util::cargo()).args(["build", "-p", "vitrine-wasm", "--target", WASM_TARGET, "--release"]))
 }
 
-fn main_job(root: &Path, catalog: Option<PathBuf>, port: u16, no_serve: bool) -> Result<()> {
+fn main_job(root: &Path, catalog: Option<PathBuf>, mapping: Option<PathBuf>, port: u16, no_serve: bool) -> Result<()> {
     let started = std::time::Instant::now();
-    let tools = setup::setup(root, false)?;
     let (catalog, generate) = demo::pick_catalog(root, catalog);
-    let mut steps = Steps::new("demo", 8);
+    let shop_file = demo::ShopFile::of(&catalog, mapping)?;
+    let tools = setup::setup(root, false)?;
+    let mut steps = Steps::new("demo", if shop_file.is_some() { 9 } else { 8 });
     steps.step("cargo build --workspace --release", || {
         run(cmd(util::cargo()).args(["build", "--workspace", "--release"]))?;
         Ok(String::new())
@@ -245,7 +260,12 @@ fn main_job(root: &Path, catalog: Option<PathBuf>, port: u16, no_serve: bool) ->
     })?;
     let wasm_file = root.join("www/pkg/vitrine_wasm_bg.wasm");
     build_www_pkg(root, &tools, &mut steps)?;
-    let build = demo::build_bundle(root, &target_dir(root).join("release"), &catalog, generate, &mut steps)?;
+    let bin_dir = target_dir(root).join("release");
+    let catalog = match &shop_file {
+        Some(file) => file.import(root, &bin_dir, &mut steps)?,
+        None => catalog,
+    };
+    let build = demo::build_bundle(root, &bin_dir, &catalog, generate, &mut steps)?;
     println!("demo: ready in {:.0} s", started.elapsed().as_secs_f64());
     println!("  - bundle: {}", util::size_note(&build.join("catalog.vitrine")));
     println!("  - browser package: {}", util::size_note(&wasm_file));

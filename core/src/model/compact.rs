@@ -11,6 +11,9 @@
 //!   the OCIR head, an outfit's mean direction and the wanted category;
 //! - `category.{weight,bias}` `[C, D]`, `[C]`: the category head on a compact query.
 //!
+//! The TGIR and OCIR heads are there only when the config's `heads` lists
+//! them: a catalog without variants or baskets cannot teach them.
+//!
 //! Every head's output that is a query is unit length, as the index's item
 //! vectors are, so that its inner products with them are cosines.
 
@@ -33,9 +36,51 @@ pub struct CompactConfig {
     pub categories: usize,
     /// Weight of the image embedding in a product vector (the text embedding gets `1 - image_weight`).
     pub image_weight: f32,
+    /// The heads beside the projection and the category head (both, in a
+    /// bundle written before the list was kept).
+    #[serde(default = "OptionalHead::all")]
+    pub heads: Vec<OptionalHead>,
+}
+
+/// A head a bundle may lack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptionalHead {
+    /// "Like this, but …" (text-guided retrieval).
+    Tgir,
+    /// "Complete the look" (complementary item retrieval).
+    Ocir,
+}
+
+impl OptionalHead {
+    pub const ALL: [OptionalHead; 2] = [OptionalHead::Tgir, OptionalHead::Ocir];
+
+    pub fn all() -> Vec<OptionalHead> {
+        Self::ALL.to_vec()
+    }
+
+    /// Its name in the config, and its tensors' prefix (`tgir.…`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OptionalHead::Tgir => "tgir",
+            OptionalHead::Ocir => "ocir",
+        }
+    }
+
+    /// What the head does, for a shopper-facing message.
+    pub fn feature(self) -> &'static str {
+        match self {
+            OptionalHead::Tgir => "\"like this, but …\"",
+            OptionalHead::Ocir => "\"complete the look\"",
+        }
+    }
 }
 
 impl CompactConfig {
+    pub fn has(&self, head: OptionalHead) -> bool {
+        self.heads.contains(&head)
+    }
+
     /// Checks the sizes before any tensor is read: a config from an untrusted
     /// bundle must fail naming its field, not as a shape mismatch of some tensor
     /// (or an overflow of `2 × dim`).
@@ -53,6 +98,9 @@ impl CompactConfig {
         }
         if !(0.0..=1.0).contains(&self.image_weight) {
             return Err(format!("image_weight is {}; it must be in 0..=1", self.image_weight));
+        }
+        if let Some(twice) = self.heads.iter().find(|h| self.heads.iter().filter(|o| o == h).count() > 1) {
+            return Err(format!("heads lists {twice:?} twice"));
         }
         Ok(())
     }
@@ -179,13 +227,13 @@ impl CategoryHead {
     }
 }
 
-/// The projection and the three heads of a bundle's `heads` part.
+/// The projection and the heads of a bundle's `heads` part.
 #[derive(Debug, Clone)]
 pub struct CompactHeads {
     /// `[E → D]`, no bias.
     pub projection: Linear,
-    pub tgir: TgirCombiner,
-    pub ocir: OutfitCompleter,
+    pub tgir: Option<TgirCombiner>,
+    pub ocir: Option<OutfitCompleter>,
     pub category: CategoryHead,
     config: CompactConfig,
 }
@@ -199,8 +247,8 @@ impl CompactHeads {
         let (e, d, c) = (config.teacher_dim, config.dim, config.categories);
         Ok(CompactHeads {
             projection: linear(&w, "projection", e, d, false)?,
-            tgir: TgirCombiner::load(&w, d)?,
-            ocir: OutfitCompleter::load(&w, d, c)?,
+            tgir: config.has(OptionalHead::Tgir).then(|| TgirCombiner::load(&w, d)).transpose()?,
+            ocir: config.has(OptionalHead::Ocir).then(|| OutfitCompleter::load(&w, d, c)).transpose()?,
             category: CategoryHead { linear: linear(&w, "category", d, c, true)? },
             config: config.clone(),
         })
@@ -228,7 +276,7 @@ mod tests {
     const C: usize = 3;
 
     fn config() -> CompactConfig {
-        CompactConfig { teacher_dim: E, dim: D, categories: C, image_weight: 0.5 }
+        CompactConfig { teacher_dim: E, dim: D, categories: C, image_weight: 0.5, heads: OptionalHead::all() }
     }
 
     /// Small values of both signs that differ from tensor to tensor.
@@ -328,7 +376,7 @@ mod tests {
         let heads = heads();
         let (reference, text) = ([0.6f32, -0.8], [0.0f32, 1.0]);
         let (reference2, text2) = ([1.0f32, 0.0], [-0.6f32, 0.8]);
-        let got = row(&heads.tgir.forward(&tensor(&[&reference, &reference2]), &tensor(&[&text, &text2])).unwrap());
+        let got = row(&heads.tgir.as_ref().unwrap().forward(&tensor(&[&reference, &reference2]), &tensor(&[&text, &text2])).unwrap());
         for (got, (r, t)) in got.iter().zip([(reference, text), (reference2, text2)]) {
             let change = mlp("tgir", &[r, t].concat());
             assert_close(got, &normalize(&[r[0] + change[0], r[1] + change[1]]));
@@ -340,7 +388,7 @@ mod tests {
         let heads = heads();
         let items: [&[f32]; 3] = [&[1.0, 0.0], &[0.2, 0.9], &[-0.5, 0.4]];
         // Outfit 0: items 0 and 2, category 2; outfit 1: item 1, category 0.
-        let got = row(&heads.ocir.forward(&tensor(&items), &[0, 1, 0], &[2, 0]).unwrap());
+        let got = row(&heads.ocir.as_ref().unwrap().forward(&tensor(&items), &[0, 1, 0], &[2, 0]).unwrap());
         let embeddings = weights("ocir.category_embeddings.weight");
         let expected = |members: &[usize], category: usize| {
             let mean: Vec<f32> = (0..D).map(|j| members.iter().map(|&i| items[i][j]).sum::<f32>() / members.len() as f32).collect();
@@ -354,11 +402,11 @@ mod tests {
     fn ocir_refuses_outfits_without_items_and_unknown_categories() {
         let heads = heads();
         let items = tensor(&[&[1.0, 0.0]]);
-        let err = heads.ocir.forward(&items, &[0], &[0, 1]).unwrap_err().to_string();
+        let err = heads.ocir.as_ref().unwrap().forward(&items, &[0], &[0, 1]).unwrap_err().to_string();
         assert!(err.contains("outfit 1 has no items"), "{err}");
-        let err = heads.ocir.forward(&items, &[0], &[C as u32]).unwrap_err().to_string();
+        let err = heads.ocir.as_ref().unwrap().forward(&items, &[0], &[C as u32]).unwrap_err().to_string();
         assert!(err.contains(&format!("category {C}")), "{err}");
-        let err = heads.ocir.forward(&items, &[1], &[0]).unwrap_err().to_string();
+        let err = heads.ocir.as_ref().unwrap().forward(&items, &[1], &[0]).unwrap_err().to_string();
         assert!(err.contains("outfit 1"), "{err}");
     }
 
@@ -375,8 +423,20 @@ mod tests {
         let heads = heads();
         let err = heads.project(&tensor(&[&[1.0, 2.0]])).unwrap_err().to_string();
         assert!(err.contains("projection") && err.contains("[B, 3]"), "{err}");
-        let err = heads.tgir.forward(&tensor(&[&[1.0, 0.0]]), &tensor(&[&[1.0, 0.0], &[0.0, 1.0]])).unwrap_err().to_string();
+        let err =
+            heads.tgir.as_ref().unwrap().forward(&tensor(&[&[1.0, 0.0]]), &tensor(&[&[1.0, 0.0], &[0.0, 1.0]])).unwrap_err().to_string();
         assert!(err.contains("1 references but 2 texts"), "{err}");
+    }
+
+    #[test]
+    fn a_head_the_config_does_not_list_is_not_read() {
+        let without_ocir: Vec<_> = tensors().into_iter().filter(|(name, ..)| !name.starts_with("ocir.")).collect();
+        let config = CompactConfig { heads: vec![OptionalHead::Tgir], ..config() };
+        let heads = CompactHeads::from_bytes(&config, &file(&without_ocir), "heads.safetensors").unwrap();
+        assert!(heads.ocir.is_none() && heads.tgir.is_some());
+        // Listed but absent is a broken file, named as such.
+        let err = CompactHeads::from_bytes(&super::tests::config(), &file(&without_ocir), "heads.safetensors").unwrap_err().to_string();
+        assert!(err.contains("ocir.category_embeddings.weight"), "{err}");
     }
 
     #[test]
@@ -412,6 +472,7 @@ mod tests {
             (CompactConfig { teacher_dim: usize::MAX, ..config() }, "teacher_dim"),
             (CompactConfig { categories: 0, ..config() }, "categories"),
             (CompactConfig { image_weight: f32::NAN, ..config() }, "image_weight"),
+            (CompactConfig { heads: vec![OptionalHead::Ocir, OptionalHead::Ocir], ..config() }, "Ocir twice"),
         ] {
             let err = CompactHeads::from_bytes(&config, &file(&tensors()), "heads.safetensors").unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
