@@ -25,6 +25,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vitrine_core::catalog::{self, BadRowPolicy, ImportOptions};
+use vitrine_core::engine::MAX_SEARCH_EF;
 use vitrine_publish::{now_rfc3339, write_file_atomically, PublishDir};
 
 /// The commit this binary was built from (build.rs), for the audit record.
@@ -57,8 +58,8 @@ pub struct NightlyArgs {
     /// Fine-tuning step budget (default: the recipe's).
     #[arg(long)]
     finetune_steps: Option<u64>,
-    /// Largest accepted fall of any gated metric, in percentage points.
-    #[arg(long, default_value_t = 1.0)]
+    /// Largest accepted fall of any gated metric, in percentage points (finite, 0 or more).
+    #[arg(long, default_value_t = 1.0, value_parser = tolerance_points)]
     tolerance: f64,
     /// Publish even when the candidate falls behind.
     #[arg(long)]
@@ -84,12 +85,23 @@ pub struct NightlyArgs {
     /// Store the index's 4-bit refinement codes (`vitrine-index build --refine`; large, dense catalogs).
     #[arg(long)]
     refine: bool,
-    /// The browser's search beam for the catalog (`vitrine-index build --search-ef`).
-    #[arg(long)]
+    /// The browser's search beam for the catalog (`vitrine-index build --search-ef`), checked
+    /// here so that a wrong one fails before the night's training, not after it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_SEARCH_EF as i64))]
     search_ef: Option<u16>,
     /// Skip bad catalog rows (reported) instead of failing.
     #[arg(long)]
     skip_bad_rows: bool,
+}
+
+/// `--tolerance`: a fall of NaN points would pass every comparison, and a
+/// negative one would refuse a candidate that is exactly as good.
+fn tolerance_points(text: &str) -> std::result::Result<f64, String> {
+    let points: f64 = text.trim().parse().map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if !points.is_finite() || points < 0.0 {
+        return Err(format!("{text} is not a tolerance: give a finite number of percentage points, 0 or more"));
+    }
+    Ok(points)
 }
 
 /// The metrics the gate compares: (name, JSON pointer into `vitrine-train eval`'s report).
@@ -653,6 +665,38 @@ mod tests {
         let itr = &comparisons[0];
         assert_eq!((itr.published, itr.candidate), (Some(40.0), Some(38.5)));
         assert!((itr.change.unwrap() + 1.5).abs() < 1e-9);
+    }
+
+    /// The nightly's flags as clap reads them.
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        nightly: NightlyArgs,
+    }
+
+    fn parse(extra: &[&str]) -> std::result::Result<NightlyArgs, String> {
+        use clap::Parser;
+        let base = ["nightly", "--catalog", "c", "--publish", "p", "--state", "s"];
+        Flags::try_parse_from(base.iter().chain(extra)).map(|f| f.nightly).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_tolerance_that_would_turn_the_gate_off_or_refuse_an_equal_candidate_is_refused_before_anything_runs() {
+        for bad in ["nan", "NaN", "inf", "-1", "-0.5", "one"] {
+            let err = parse(&[&format!("--tolerance={bad}")]).err().unwrap_or_else(|| panic!("--tolerance {bad} was accepted"));
+            assert!(err.contains("--tolerance"), "{err}");
+        }
+        assert_eq!(parse(&["--tolerance", "0"]).unwrap().tolerance, 0.0);
+        assert_eq!(parse(&[]).unwrap().tolerance, 1.0);
+    }
+
+    #[test]
+    fn a_search_beam_out_of_range_is_refused_before_training() {
+        for bad in ["0", "4097", "70000"] {
+            let err = parse(&[&format!("--search-ef={bad}")]).err().unwrap_or_else(|| panic!("--search-ef {bad} was accepted"));
+            assert!(err.contains("--search-ef"), "{err}");
+        }
+        assert_eq!(parse(&["--search-ef", "4096"]).unwrap().search_ef, Some(4096));
     }
 
     #[test]
