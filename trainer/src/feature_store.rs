@@ -118,13 +118,13 @@ pub fn photo_features(
 
     let row_bytes = channels as u64 * 49 * 2;
     let index_path = folder.join(INDEX);
-    let mut known = read_index(&index_path)?;
+    let (mut known, mut stored) = read_index(&index_path)?;
     let maps_path = folder.join(MAPS);
     let mut maps = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&maps_path).map_err(cache_io(&maps_path))?;
-    let committed = known.len() as u64 * row_bytes;
+    let committed = stored as u64 * row_bytes;
     let on_disk = maps.metadata().map_err(cache_io(&maps_path))?.len();
     if on_disk < committed {
-        return Err(corrupt(&maps_path, format!("{on_disk} bytes cannot hold the {} rows its index names", known.len())));
+        return Err(corrupt(&maps_path, format!("{on_disk} bytes cannot hold the {stored} rows its index names")));
     }
     // Rows past the index are from a run killed before it named them.
     maps.set_len(committed).map_err(cache_io(&maps_path))?;
@@ -157,7 +157,8 @@ pub fn photo_features(
             maps.write_all(&bytes).and_then(|()| maps.sync_data()).map_err(cache_io(&maps_path))?;
             let mut lines = String::new();
             for &i in chunk {
-                known.insert(digests[i].clone(), known.len() as i64);
+                known.insert(digests[i].clone(), stored as i64);
+                stored += 1;
                 lines.push_str(&digests[i]);
                 lines.push('\n');
             }
@@ -170,10 +171,10 @@ pub fn photo_features(
         bar.finish_and_clear();
     }
     drop(lock);
-    tracing::info!(photos = photos.len(), encoded = missing.len(), stored = known.len(), "photo feature store");
+    tracing::info!(photos = photos.len(), encoded = missing.len(), stored, "photo feature store");
 
     let rows = digests.iter().map(|d| known[d]).collect();
-    let maps = map_rows(&maps_path, known.len(), channels)?;
+    let maps = map_rows(&maps_path, stored, channels)?;
     Ok(PhotoFeatures { maps, rows, encoded: missing.len() })
 }
 
@@ -182,9 +183,10 @@ fn photo_digests(photos: &[PathBuf]) -> Result<Vec<String>, FeatureStoreError> {
     photos.par_iter().map(|path| sha256_file(path).map_err(|source| FeatureStoreError::Photo { path: path.clone(), source })).collect()
 }
 
-/// The complete lines of `index.txt` (digest → row); a torn last line, left
-/// by a process killed while writing it, is cut off.
-fn read_index(path: &Path) -> Result<HashMap<String, i64>, FeatureStoreError> {
+/// The complete lines of `index.txt` (digest → row) and their count, which
+/// is the rows' (line n names row n; a digest listed twice keeps its first
+/// row); a torn last line, left by a process killed while writing it, is cut off.
+fn read_index(path: &Path) -> Result<(HashMap<String, i64>, usize), FeatureStoreError> {
     let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -198,14 +200,16 @@ fn read_index(path: &Path) -> Result<HashMap<String, i64>, FeatureStoreError> {
         OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(complete as u64)).map_err(cache_io(path))?;
     }
     let mut known = HashMap::new();
-    for (line, digest) in text[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        let digest = std::str::from_utf8(digest)
+    let mut lines = 0;
+    for (line, digest) in text[..complete].split_inclusive(|&b| b == b'\n').enumerate() {
+        let digest = std::str::from_utf8(&digest[..digest.len() - 1])
             .ok()
             .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(|| corrupt(path, format!("line {} is not a SHA-256 digest", line + 1)))?;
-        known.insert(digest.to_string(), line as i64);
+        known.entry(digest.to_string()).or_insert(line as i64);
+        lines = line + 1;
     }
-    Ok(known)
+    Ok((known, lines))
 }
 
 /// The first `rows` rows of `maps.f16` as `[rows, C, 7, 7]`, memory-mapped.
@@ -307,6 +311,29 @@ mod tests {
         assert_eq!((again.encoded, again.rows), (1, vec![0, 1, 2]));
         assert_eq!(std::fs::metadata(setup.store.join(MAPS)).unwrap().len(), 3 * row_bytes as u64);
         assert_eq!(std::fs::read_to_string(setup.store.join(INDEX)).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn rows_are_counted_by_index_lines_so_a_digest_listed_twice_shifts_no_row() {
+        let setup = Setup::new(3);
+        setup.features(&setup.photos[..2]).unwrap();
+        // A second line for photo 0's digest, with its row (as a store written
+        // by an older version could hold): three rows, two distinct digests.
+        let index = std::fs::read_to_string(setup.store.join(INDEX)).unwrap();
+        let first_line = index.lines().next().unwrap().to_string();
+        OpenOptions::new().append(true).open(setup.store.join(INDEX)).unwrap().write_all(format!("{first_line}\n").as_bytes()).unwrap();
+        let row_bytes = (CHANNELS * 49 * 2) as usize;
+        OpenOptions::new().append(true).open(setup.store.join(MAPS)).unwrap().write_all(&vec![0u8; row_bytes]).unwrap();
+
+        let again = setup.features(&setup.photos).unwrap();
+        assert_eq!((again.encoded, again.rows.clone()), (1, vec![0, 1, 3]), "photo 2 goes after the three rows");
+        assert_eq!(again.maps.size()[0], 4);
+        assert_eq!(std::fs::metadata(setup.store.join(MAPS)).unwrap().len(), 4 * row_bytes as u64);
+        let expected =
+            tch::no_grad(|| setup.encoder.forward_features(&ImageTransform::default().eval_batch(&setup.photos[2..]).unwrap(), false));
+        assert!(again.maps.get(3).to_kind(Kind::Float).allclose(&expected.get(0).to_kind(Kind::Float), 1e-2, 1e-2, false));
+        // And it reads back the same.
+        assert_eq!(setup.features(&setup.photos).unwrap().rows, vec![0, 1, 3]);
     }
 
     #[test]
