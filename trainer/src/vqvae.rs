@@ -264,18 +264,21 @@ impl VqVae {
         Ok(model)
     }
 
-    /// Saves the weights and config into `dir`, each through a temporary file.
+    /// Saves the config and the weights into `dir`, each through a temporary
+    /// file, the weights last: their file is what tells a finished tokenizer
+    /// (the main job skips the stage when it is there), so a crash between the
+    /// two leaves no half-saved tokenizer that looks done.
     pub fn save(&self, vs: &nn::VarStore, dir: &Path) -> Result<(), VqVaeError> {
         std::fs::create_dir_all(dir).map_err(|e| VqVaeError::new(dir, e))?;
-        let weights = dir.join(WEIGHTS_FILE);
-        let tmp = dir.join("vqvae.tmp.safetensors");
-        vs.save(&tmp).map_err(|e| VqVaeError::new(&weights, e))?;
-        std::fs::rename(&tmp, &weights).map_err(|e| VqVaeError::new(&weights, e))?;
         let config = dir.join(CONFIG_FILE);
         let tmp = dir.join("vqvae.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&self.config).expect("config serialises"))
             .map_err(|e| VqVaeError::new(&config, e))?;
-        std::fs::rename(&tmp, &config).map_err(|e| VqVaeError::new(&config, e))
+        std::fs::rename(&tmp, &config).map_err(|e| VqVaeError::new(&config, e))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let tmp = dir.join("vqvae.tmp.safetensors");
+        vs.save(&tmp).map_err(|e| VqVaeError::new(&weights, e))?;
+        std::fs::rename(&tmp, &weights).map_err(|e| VqVaeError::new(&weights, e))
     }
 
     /// Encoder output as rows: [B, D, h, w] → ([B·h·w, D], grid shape).
@@ -402,5 +405,11 @@ mod tests {
         std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
         let message = VqVae::load(&mut nn::VarStore::new(tch::Device::Cpu), dir.path()).unwrap_err().to_string();
         assert!(message.contains("vqvae.safetensors"), "{message}");
+
+        // A save that fails part-way leaves no weights file, the mark of a finished tokenizer.
+        let failing = tempfile::tempdir().unwrap();
+        std::fs::create_dir(failing.path().join("vqvae.json.tmp")).unwrap();
+        assert!(vq.save(&vs, failing.path()).is_err());
+        assert!(!failing.path().join(WEIGHTS_FILE).exists(), "weights saved before the config");
     }
 }
