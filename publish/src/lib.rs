@@ -10,7 +10,7 @@
 //! <root>/history.json     the kept versions, oldest first, with what the publisher said about each
 //! <root>/bundle/          every kept version's parts, `<part>.<sha256 prefix>.<ext>`, shared between
 //!                         versions, and each version's manifest as `manifest.<sha256 prefix>.json`
-//! <root>/.lock            while a publisher runs: its pid
+//! <root>/.lock            the publishers' OS file lock (one at a time), with the last holder's pid
 //! ```
 //!
 //! Everything in `bundle/` is named by its content, so it never changes under
