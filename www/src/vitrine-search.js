@@ -16,6 +16,9 @@
 // Catalog text is untrusted: it only ever reaches the page as textContent or
 // attribute values of elements made with createElement (never innerHTML).
 
+// The engine's limit on a query (core/src/engine.rs MAX_QUERY_BYTES), checked here
+// so that a longer text never reaches the worker or the WebAssembly memory.
+const MAX_QUERY_BYTES = 1024;
 const DEBOUNCE_MS = 120;
 const INTENT_MIN = 0.12;
 
@@ -62,6 +65,7 @@ class VitrineSearch extends HTMLElement {
       placeholder: 'Search the catalog: “black leather boots”',
       'aria-label': 'Search products',
       autocomplete: 'off',
+      maxlength: String(MAX_QUERY_BYTES),
       disabled: '',
       oninput: () => this.scheduleSearch(),
     });
@@ -157,18 +161,25 @@ class VitrineSearch extends HTMLElement {
     );
   }
 
-  // The public API: each resolves to {results, ms} (ms: time inside the worker).
-  search(text, { k = this.k, category = null } = {}) {
-    return this.query('search', text, k, category);
+  // A query text over the engine's limit is refused here, before it is copied anywhere.
+  checked(text) {
+    const bytes = new TextEncoder().encode(String(text)).length;
+    if (bytes > MAX_QUERY_BYTES) throw new Error(`invalid query: the query is ${bytes} bytes, over the limit of ${MAX_QUERY_BYTES} bytes`);
+    return text;
   }
-  refine(productId, text, k = this.k) {
-    return this.query('refine', productId, text, k);
+
+  // The public API: each resolves to {results, ms} (ms: time inside the worker).
+  async search(text, { k = this.k, category = null } = {}) {
+    return this.query('search', this.checked(text), k, category);
+  }
+  async refine(productId, text, k = this.k) {
+    return this.query('refine', productId, this.checked(text), k);
   }
   completeLook(productIds, category, k = this.k) {
     return this.query('completeLook', productIds, category, k);
   }
-  classify(text) {
-    return this.query('classify', text);
+  async classify(text) {
+    return this.query('classify', this.checked(text));
   }
   similar(productId, k = this.k) {
     return this.query('similar', productId, k);
@@ -232,9 +243,13 @@ class VitrineSearch extends HTMLElement {
     this.dispatchEvent(new CustomEvent('vitrine-results', { bubbles: true, detail: { op, query, results, ms } }));
   }
 
+  // The error replaces the results: what stays on screen answers a query that is not the one shown.
   showQueryError(e) {
     this.error.textContent = e.message;
     this.error.hidden = false;
+    this.heading.hidden = true;
+    this.list.replaceChildren();
+    this.chips.replaceChildren();
   }
 
   imageUrl(image) {

@@ -215,6 +215,37 @@ test('a shop\'s CSV (no split, groups or baskets) gives a bundle whose store ref
     await assertClean(store);
   }, path.join(noOutfitsDir, 'catalog/images')));
 
+test('an oversized query is refused in the page: the box caps its length, the API rejects it before the worker, the error replaces the results', () =>
+  withStore(fixtureDir, async (store) => {
+    await store.goto();
+    await store.ready();
+    await store.type('black boots');
+    assert((await store.cards()).length > 0, 'no results to replace');
+    const box = store.page.locator('vitrine-search input[type="search"]');
+    assert((await box.getAttribute('maxlength')) === '1024', `maxlength ${await box.getAttribute('maxlength')}`);
+    // 600 characters, 1,200 bytes of UTF-8: inside the box's length, over the engine's limit.
+    const long = 'é'.repeat(600);
+    const refused = await store.page.evaluate(async (text) => {
+      try {
+        await document.querySelector('vitrine-search').search(text);
+        return null;
+      } catch (e) {
+        return e.message;
+      }
+    }, long);
+    assert(refused && /1200 bytes, over the limit of 1024 bytes/.test(refused), `search of 1,200 bytes: ${refused}`);
+    const queriesBefore = (await store.probe()).results.length;
+    await box.fill(long);
+    await store.page.waitForFunction(() => !document.querySelector('vitrine-search').shadowRoot.querySelector('.error').hidden);
+    const shown = await store.page.evaluate(() => {
+      const root = document.querySelector('vitrine-search').shadowRoot;
+      return { error: root.querySelector('.error').textContent, cards: root.querySelectorAll('li.product').length, chips: root.querySelectorAll('.chip').length };
+    });
+    assert(/over the limit/.test(shown.error) && shown.cards === 0 && shown.chips === 0, `after an oversized query: ${JSON.stringify(shown)}`);
+    assert((await store.probe()).results.length === queriesBefore, 'an oversized query was answered');
+    await assertClean(store);
+  }));
+
 test('offline: after the service worker cached the shell, the wasm and the bundle, a reload without network still searches', () =>
   withStore(fixtureDir, async (store) => {
     const { page, context } = store;
