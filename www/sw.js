@@ -11,6 +11,9 @@
 //   saw, and with it the version whose files it cached.
 // - Once a version has loaded, src/worker.js drops the other versions' bundle
 //   files from the cache, so that nightly publishes do not pile up in storage.
+// - Nothing else is touched: a storefront that registers this worker keeps its
+//   own pages and API answers out of the cache (the browser fetches them as if
+//   there were no worker).
 
 // src/worker.js evicts old bundle versions from this cache by its name.
 const CACHE = 'vitrine-v1';
@@ -26,6 +29,17 @@ const SHELL = [
   'pkg/vitrine_wasm_bg.wasm',
 ];
 const IMMUTABLE = /(\.[0-9a-f]{16}\.(safetensors|json|bin|jsonl)|\/images\/.*\.(jpe?g|png|webp))$/;
+// vitrine's own files that change under their name: the shell, a single-file
+// bundle, a bundle folder's manifest and a publish folder's pointer.
+const SCOPE = new URL('./', self.location).pathname;
+const SHELL_PATHS = new Set(SHELL.map((f) => new URL(f, self.location).pathname));
+const MUTABLE = /(\.vitrine|\/manifest\.json|\/current\.json)$/;
+
+/** Whether `url` is one of vitrine's files (the only requests this worker answers). */
+function isVitrineFile(url) {
+  if (SHELL_PATHS.has(url.pathname) || IMMUTABLE.test(url.pathname) || MUTABLE.test(url.pathname)) return true;
+  return url.pathname.startsWith(SCOPE + 'src/') || url.pathname.startsWith(SCOPE + 'pkg/');
+}
 
 self.addEventListener('install', (event) => {
   event.waitUntil(
@@ -75,6 +89,6 @@ async function cacheFirst(request) {
 self.addEventListener('fetch', (event) => {
   const request = event.request;
   const url = new URL(request.url);
-  if (request.method !== 'GET' || url.origin !== self.location.origin || request.headers.has('range')) return;
+  if (request.method !== 'GET' || url.origin !== self.location.origin || request.headers.has('range') || !isVitrineFile(url)) return;
   event.respondWith(IMMUTABLE.test(url.pathname) ? cacheFirst(request) : networkFirst(request));
 });

@@ -266,6 +266,15 @@ test('offline: after the service worker cached the shell, the wasm and the bundl
     for (const needed of ['/', '/src/worker.js', '/pkg/vitrine_wasm_bg.wasm', '/bundle/catalog.vitrine']) {
       assert(cached.includes(needed), `${needed} not cached (cached: ${JSON.stringify(cached)})`);
     }
+    // A page of the shop's own under the worker's scope (here the README, served with 200) stays out of the cache.
+    const shopPage = await page.evaluate(async () => {
+      const response = await fetch('README.md?account=1');
+      const names = await caches.keys();
+      let stored = false;
+      for (const name of names) stored ||= (await (await caches.open(name)).match('README.md', { ignoreSearch: true })) !== undefined;
+      return { status: response.status, stored };
+    });
+    assert(shopPage.status === 200 && !shopPage.stored, `a shop page through the service worker: ${JSON.stringify(shopPage)}`);
     // Cut the network: offline, and the server gone.
     await context.setOffline(true);
     await new Promise((resolve) => store.server.close(resolve));
