@@ -168,20 +168,19 @@ pub fn attribute_triplets(catalog: &Catalog) -> Vec<TgirTriplet> {
     for ((_, split), members) in members_by(catalog, |item| (item.category.as_str(), kind_of(item))) {
         for &reference in &members {
             let r = &catalog.items[reference];
-            let mut targets: Vec<(usize, usize, String)> = members
+            // Texts only for the targets kept: a subcategory has many candidates.
+            let mut targets: Vec<(usize, usize, &str)> = members
                 .iter()
                 .filter(|&&target| target != reference)
                 .filter_map(|&target| {
                     let t = &catalog.items[target];
-                    single_attribute_change(r, t).map(|text| (phrasing_seed(&t.id, &r.id), target, text))
+                    single_differing_attribute(r, t).map(|key| (phrasing_seed(&t.id, &r.id), target, key))
                 })
                 .collect();
             targets.sort_unstable();
-            triplets.extend(targets.into_iter().take(ATTRIBUTE_TARGETS_PER_REFERENCE).map(|(_, target, modification)| TgirTriplet {
-                reference,
-                target,
-                modification,
-                split,
+            triplets.extend(targets.into_iter().take(ATTRIBUTE_TARGETS_PER_REFERENCE).filter_map(|(_, target, key)| {
+                let modification = attribute_change_text(r, &catalog.items[target], key)?;
+                Some(TgirTriplet { reference, target, modification, split })
             }));
         }
     }
@@ -197,19 +196,23 @@ fn kind_of(item: &Item) -> &str {
     }
 }
 
-/// The modification text of two items that differ in exactly one attribute
-/// (both having it), or `None`.
-fn single_attribute_change(reference: &Item, target: &Item) -> Option<String> {
-    let keys: BTreeSet<&str> = reference.attributes.keys().chain(target.attributes.keys()).map(String::as_str).collect();
-    let mut differing = keys.into_iter().filter(|&key| reference.attribute(key) != target.attribute(key));
-    let (key, None) = (differing.next()?, differing.next()) else {
-        return None;
-    };
-    let (from, to) = (reference.attribute(key)?, target.attribute(key)?);
+/// The one attribute in which two items differ, both having it, or `None`.
+fn single_differing_attribute<'a>(reference: &'a Item, target: &'a Item) -> Option<&'a str> {
+    let differs = |key: &str| reference.attribute(key) != target.attribute(key);
+    let only_in_target = target.attributes.keys().filter(|key| !reference.attributes.contains_key(*key));
+    let mut differing = reference.attributes.keys().chain(only_in_target).map(String::as_str).filter(|&key| differs(key));
+    match (differing.next(), differing.next()) {
+        (Some(key), None) if reference.attribute(key).is_some() && target.attribute(key).is_some() => Some(key),
+        _ => None,
+    }
+}
+
+/// The modification text of a change of attribute `key` from `reference` to `target`.
+fn attribute_change_text(reference: &Item, target: &Item, key: &str) -> Option<String> {
     if key == attr::COLOUR || key == attr::PRINT {
         return modification_text(reference, target);
     }
-    let (from, to) = (from.trim().to_lowercase(), to.trim().to_lowercase());
+    let (from, to) = (reference.attribute(key)?.trim().to_lowercase(), target.attribute(key)?.trim().to_lowercase());
     let options = [format!("the {to} one"), format!("{to} instead of {from}"), format!("same but {to}")];
     Some(options[phrasing_seed(&reference.id, &target.id) % options.len()].clone())
 }
